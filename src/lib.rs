@@ -1,0 +1,12 @@
+//! nix-binary-cache: turns an S3-compatible object store into a signed,
+//! trusted Nix binary cache. The binary is a thin shell over this library so
+//! that tests, benchmarks and fuzz targets call the same code.
+
+pub mod cli;
+pub mod commands;
+pub mod credentials;
+pub mod error;
+pub mod fsutil;
+pub mod http;
+
+pub use error::{Error, Result};

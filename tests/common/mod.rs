@@ -1,0 +1,77 @@
+//! Test support shared by the integration tests: a real SeaweedFS S3 server
+//! on loopback, a private Nix environment, and helpers to run the binary.
+//!
+//! Everything here talks to 127.0.0.1 only.
+
+#![allow(dead_code)]
+
+pub mod nix;
+pub mod seaweed;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The helper binary built by cargo for this test run.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_nix-binary-cache"))
+}
+
+/// A `Command` for the helper binary with a clean, loopback-only environment.
+pub fn cmd() -> Command {
+    let mut c = Command::new(bin());
+    c.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("NO_COLOR", "1");
+    c
+}
+
+/// Runs the helper with `args`, returning its output.
+pub fn run(args: &[&str]) -> Output {
+    cmd().args(args).output().expect("the helper binary runs")
+}
+
+/// Stdout and stderr of an output, for assertion messages.
+pub fn show(o: &Output) -> String {
+    format!(
+        "status: {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Asserts success and returns stdout as text.
+#[track_caller]
+pub fn ok(o: Output) -> String {
+    assert!(o.status.success(), "command failed:\n{}", show(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// The Python venv made by `scripts/setup.sh` (SeaweedFS, the MinIO SDK, awscli).
+pub fn venv() -> PathBuf {
+    if let Some(v) = std::env::var_os("NBC_VENV") {
+        return PathBuf::from(v);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache")
+        });
+    let v = cache.join("nix-binary-cache-dev/venv");
+    assert!(
+        v.join("bin/weed").exists(),
+        "no test venv at {}: run scripts/setup.sh (or scripts/test.sh) first",
+        v.display()
+    );
+    v
+}
