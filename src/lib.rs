@@ -8,5 +8,7 @@ pub mod credentials;
 pub mod error;
 pub mod fsutil;
 pub mod http;
+pub mod manifest;
+pub mod s3;
 
 pub use error::{Error, Result};
