@@ -10,5 +10,6 @@ pub mod fsutil;
 pub mod http;
 pub mod manifest;
 pub mod s3;
+pub mod signing;
 
 pub use error::{Error, Result};
