@@ -17,12 +17,13 @@ if ! command -v nix-store >/dev/null 2>&1; then
   apt-get update -qq >&2
   apt-get install -y -qq nix-bin >&2
 fi
-for tool in zstd xz; do
+# strace: the tests check that no secret reaches a spawned process's argv.
+for tool in zstd xz strace; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     log "installing $tool"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >&2
-    apt-get install -y -qq zstd xz-utils >&2
+    apt-get install -y -qq zstd xz-utils strace >&2
   fi
 done
 

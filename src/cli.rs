@@ -66,10 +66,15 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err}");
+            let message = err.to_string();
+            eprintln!("error: {message}");
             let mut source = std::error::Error::source(&err);
             while let Some(s) = source {
-                eprintln!("  caused by: {s}");
+                // Variants that already print their source (`Io`) are not repeated.
+                let cause = s.to_string();
+                if !message.contains(&cause) {
+                    eprintln!("  caused by: {cause}");
+                }
                 source = s.source();
             }
             ExitCode::from(err.exit_code())

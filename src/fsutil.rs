@@ -19,6 +19,26 @@ pub const SECRET_DIR_MODE: u32 = 0o700;
 /// The temporary file is created with `mode` already applied, so a secret is
 /// never readable by others, not even for a moment.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let tmp = write_temp(path, bytes, mode)?;
+    let result = fs::rename(&tmp, path).io_context("rename into place", path);
+    finish_temp(path, &tmp, result)
+}
+
+/// Like [`write_atomic`], but never replaces an existing file: the complete
+/// temporary file is hard-linked to `path`, which fails with an
+/// `AlreadyExists` I/O error when something is already there, even when
+/// another process created it a moment ago. For files that must never be
+/// overwritten, such as a generated signing key.
+pub fn write_new_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let tmp = write_temp(path, bytes, mode)?;
+    let result = fs::hard_link(&tmp, path).io_context("create", path);
+    let _ = fs::remove_file(&tmp);
+    finish_temp(path, &tmp, result)
+}
+
+/// Writes `bytes` to a fresh temporary file next to `path`, synced to disk,
+/// with exactly `mode`.
+fn write_temp(path: &Path, bytes: &[u8], mode: u32) -> Result<std::path::PathBuf> {
     let dir = parent_dir(path);
     let name = path
         .file_name()
@@ -38,18 +58,66 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         f.set_permissions(fs::Permissions::from_mode(mode))
             .io_context("chmod", &tmp)?;
         f.write_all(bytes).io_context("write", &tmp)?;
-        f.sync_all().io_context("fsync", &tmp)?;
-        drop(f);
-        fs::rename(&tmp, path).io_context("rename into place", path)?;
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        f.sync_all().io_context("fsync", &tmp)
     })();
+    match result {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Removes a failed temporary file or syncs the directory after success.
+fn finish_temp(path: &Path, tmp: &Path, result: Result<()>) -> Result<()> {
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = fs::remove_file(tmp);
+    } else if let Ok(d) = File::open(parent_dir(path)) {
+        let _ = d.sync_all();
     }
     result
+}
+
+/// What an idempotent write did; printed as one word per file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The file did not exist.
+    Created,
+    /// The file existed with other content or mode.
+    Updated,
+    /// The file already held exactly this; nothing was written.
+    Unchanged,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Change::Created => "created",
+            Change::Updated => "updated",
+            Change::Unchanged => "unchanged",
+        })
+    }
+}
+
+/// Writes `bytes` with `mode` only when the file differs (content or mode),
+/// atomically; a second call with the same input touches nothing.
+pub fn write_if_changed(path: &Path, bytes: &[u8], mode: u32) -> Result<Change> {
+    let change = match fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            return Err(Error::invalid_file(path, "is a directory; expected a file"));
+        }
+        Ok(meta) => {
+            if meta.mode() & 0o7777 == mode && fs::read(path).io_context("read", path)? == bytes {
+                return Ok(Change::Unchanged);
+            }
+            Change::Updated
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Change::Created,
+        Err(e) => return Err(Error::io("inspect", path, e)),
+    };
+    write_atomic(path, bytes, mode)?;
+    Ok(change)
 }
 
 /// Creates `dir` (and missing parents) with `mode` on the directories it
@@ -139,6 +207,37 @@ mod tests {
         assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o644);
         // No temporary file is left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn new_atomic_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("key");
+        write_new_atomic(&p, b"first", 0o600).unwrap();
+        let err = write_new_atomic(&p, b"second", 0o600).unwrap_err();
+        assert!(
+            matches!(&err, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists),
+            "{err}"
+        );
+        assert_eq!(fs::read(&p).unwrap(), b"first");
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn write_if_changed_reports_and_skips() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        assert_eq!(write_if_changed(&p, b"a", 0o644).unwrap(), Change::Created);
+        assert_eq!(
+            write_if_changed(&p, b"a", 0o644).unwrap(),
+            Change::Unchanged
+        );
+        assert_eq!(write_if_changed(&p, b"a", 0o600).unwrap(), Change::Updated);
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(write_if_changed(&p, b"b", 0o600).unwrap(), Change::Updated);
+        assert_eq!(fs::read(&p).unwrap(), b"b");
+        assert!(write_if_changed(dir.path(), b"b", 0o600).is_err());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 use crate::error::{Error, Result};
-use crate::fsutil;
+use crate::fsutil::{self, Change};
 
 /// An Ed25519 secret key with its Nix key name. `Debug` shows the name and
 /// the public half only.
@@ -256,6 +256,65 @@ impl PublicKey {
         key.verify_strict(msg, &Signature::from_bytes(&sig_bytes))
             .is_ok()
     }
+}
+
+/// Makes sure `path` holds a secret key named `name`: generates one when the
+/// file is missing (atomically, mode 0600, its directory created 0700), and
+/// otherwise reads the existing key, which is never overwritten. An existing
+/// file that is not a valid key, or holds a key with another name, is an
+/// error that names the file.
+pub fn ensure_secret_key_file(path: &Path, name: &str) -> Result<(SecretKey, Change)> {
+    validate_key_name(name).map_err(|m| Error::config("key name", m))?;
+    if let Some(key) = read_existing_key(path, name)? {
+        return Ok((key, Change::Unchanged));
+    }
+    fsutil::create_dir_all_mode(fsutil::parent_dir(path), fsutil::SECRET_DIR_MODE)?;
+    let key = SecretKey::generate(name)?;
+    match fsutil::write_new_atomic(path, key.to_file_string().as_bytes(), fsutil::SECRET_MODE) {
+        Ok(()) => Ok((key, Change::Created)),
+        // Another process created it between our look and our write: theirs wins.
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+            match read_existing_key(path, name)? {
+                Some(key) => Ok((key, Change::Unchanged)),
+                None => Err(Error::invalid_file(
+                    path,
+                    "appeared and vanished while it was created",
+                )),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The key at `path` if the file exists; an error if it exists but is not a
+/// key named `name`.
+fn read_existing_key(path: &Path, name: &str) -> Result<Option<SecretKey>> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("inspect", path, e)),
+        Ok(_) => {}
+    }
+    let key = SecretKey::from_file(path).map_err(|e| match e {
+        Error::InvalidFile { path, message } => Error::InvalidFile {
+            path,
+            message: format!(
+                "{message}; it is kept as it is (a key is never overwritten): move it away \
+                 to generate a new one"
+            ),
+        },
+        e => e,
+    })?;
+    if key.name != name {
+        return Err(Error::invalid_file(
+            path,
+            format!(
+                "holds the key `{}`, not `{name}`; a key is never overwritten: use the name \
+                 `{}`, or another file for the new key",
+                key.name, key.name
+            ),
+        ));
+    }
+    Ok(Some(key))
 }
 
 /// The string Nix signs for a store path (`ValidPathInfo::fingerprint`):

@@ -4,10 +4,11 @@
 
 mod common;
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use common::nix::{TestNix, chain_expr};
-use common::ok;
+use common::{cmd, ok, show};
 use nix_binary_cache::signing::{self, PublicKey, SecretKey};
 
 /// A salt unique to this test run, so each test builds paths of its own.
@@ -26,9 +27,35 @@ fn build_chain(nix: &TestNix, tag: &str, n: usize) -> String {
         .expect("nix-build printed a path")
 }
 
-/// Writes a secret key file with mode 0600.
-fn write_key(path: &Path, key: &SecretKey) {
-    nix_binary_cache::fsutil::write_atomic(path, key.to_file_string().as_bytes(), 0o600).unwrap();
+/// Runs `keys generate` and returns the public key it prints last.
+fn generate(secret: &Path, name: &str) -> String {
+    let out = ok(cmd()
+        .args(["keys", "generate", "--name", name, "--secret-key-file"])
+        .arg(secret)
+        .output()
+        .unwrap());
+    out.lines().last().expect("a public key line").to_string()
+}
+
+/// Mode bits of a file.
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().mode() & 0o7777
+}
+
+/// The base64 half of a secret key file: the string that must never leak.
+fn secret_part(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.trim().split_once(':').unwrap().1.to_string()
+}
+
+/// Files in `dir` (names), to check nothing partial was left behind.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
 }
 
 /// A secret key made by `nix key generate-secret`, and its public key from
@@ -112,12 +139,10 @@ fn path_infos(nix: &TestNix, path: &str) -> Vec<PathInfo> {
 fn our_key_works_in_nix_store_sign_and_verify() {
     let nix = TestNix::new();
     let dir = tempfile::tempdir().unwrap();
-    let key = SecretKey::generate("ours-test-1").unwrap();
-    let key_file = dir.path().join("ours.sec");
-    write_key(&key_file, &key);
+    let key_file = dir.path().join("keys/ours.sec");
+    let public = generate(&key_file, "ours-test-1");
     let top = build_chain(&nix, "sign", 2);
 
-    let public = key.public().to_string();
     assert!(!nix_verify(&nix, &top, &public), "unsigned path verified");
     ok(nix.run(
         "nix",
@@ -200,4 +225,389 @@ fn our_signatures_equal_nix_store_sign() {
         assert!(signing::verify_any(&fp, &info.sigs, &trusted));
         assert!(!signing::verify_any(&fp, &info.sigs, &foreign));
     }
+}
+
+#[test]
+fn generate_creates_once_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("state/keys/cache.sec");
+    let public_file = dir.path().join("state/keys/cache.sec.pub");
+
+    let out = ok(cmd()
+        .args([
+            "keys",
+            "generate",
+            "--name",
+            "cache.test-1",
+            "--secret-key-file",
+        ])
+        .arg(&secret)
+        .output()
+        .unwrap());
+    assert!(out.contains(": created"), "{out}");
+    let public = out.lines().last().unwrap().to_string();
+    assert!(public.starts_with("cache.test-1:"), "{out}");
+    assert_eq!(mode(&secret), 0o600);
+    assert_eq!(mode(secret.parent().unwrap()), 0o700);
+    assert_eq!(mode(&dir.path().join("state")), 0o700);
+    assert_eq!(mode(&public_file), 0o644);
+    assert_eq!(
+        std::fs::read_to_string(&public_file).unwrap(),
+        format!("{public}\n")
+    );
+    let key_bytes = std::fs::read(&secret).unwrap();
+    let mtime = std::fs::metadata(&secret).unwrap().mtime_nsec();
+
+    // Second run: nothing changes, the same key is reported.
+    let out = ok(cmd()
+        .args([
+            "keys",
+            "generate",
+            "--name",
+            "cache.test-1",
+            "--secret-key-file",
+        ])
+        .arg(&secret)
+        .output()
+        .unwrap());
+    assert!(
+        !out.contains("created") && !out.contains("updated"),
+        "{out}"
+    );
+    assert_eq!(out.matches("unchanged").count(), 2, "{out}");
+    assert_eq!(out.lines().last().unwrap(), public);
+    assert_eq!(std::fs::read(&secret).unwrap(), key_bytes);
+    assert_eq!(std::fs::metadata(&secret).unwrap().mtime_nsec(), mtime);
+
+    // A lost or stale public key file is rewritten from the secret key.
+    std::fs::write(&public_file, "stale\n").unwrap();
+    let out = ok(cmd()
+        .args([
+            "keys",
+            "generate",
+            "--name",
+            "cache.test-1",
+            "--secret-key-file",
+        ])
+        .arg(&secret)
+        .output()
+        .unwrap());
+    assert!(out.contains("cache.sec.pub: updated"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&public_file).unwrap(),
+        format!("{public}\n")
+    );
+
+    // An explicit public key file.
+    let other_pub = dir.path().join("elsewhere/cache.pub");
+    ok(cmd()
+        .args([
+            "keys",
+            "generate",
+            "--name",
+            "cache.test-1",
+            "--secret-key-file",
+        ])
+        .arg(&secret)
+        .arg("--public-key-file")
+        .arg(&other_pub)
+        .output()
+        .unwrap());
+    assert_eq!(
+        std::fs::read_to_string(&other_pub).unwrap(),
+        format!("{public}\n")
+    );
+
+    // Another name for the same file: refused, the key is kept.
+    let o = cmd()
+        .args([
+            "keys",
+            "generate",
+            "--name",
+            "cache.test-2",
+            "--secret-key-file",
+        ])
+        .arg(&secret)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cache.sec") && err.contains("`cache.test-1`"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&secret).unwrap(), key_bytes);
+
+    // No secret on stdout or stderr of any run.
+    let b64 = secret_part(&secret);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(&b64));
+    assert!(!String::from_utf8_lossy(&o.stderr).contains(&b64));
+    assert!(!out.contains(&b64));
+}
+
+#[test]
+fn key_names_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["", "a:b", "a b"] {
+        let o = cmd()
+            .args(["keys", "generate", "--name", bad, "--secret-key-file"])
+            .arg(dir.path().join("k"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", show(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("--name"),
+            "{}",
+            show(&o)
+        );
+    }
+    assert!(listing(dir.path()).is_empty(), "{:?}", listing(dir.path()));
+
+    // No `-N`: a warning, not a failure.
+    let o = cmd()
+        .args([
+            "keys",
+            "generate",
+            "--name",
+            "norotation",
+            "--secret-key-file",
+        ])
+        .arg(dir.path().join("k"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("warning") && err.contains("-N"), "{err}");
+}
+
+#[test]
+fn keys_public_matches_nix() {
+    let nix = TestNix::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, public) = nix_generated_key(&nix, dir.path(), "from-nix-3");
+    let out = ok(cmd().args(["keys", "public"]).arg(&path).output().unwrap());
+    assert_eq!(out.trim(), public);
+
+    // And the other way round: Nix derives the same public key from ours.
+    let ours = dir.path().join("ours.sec");
+    let printed = generate(&ours, "ours-4");
+    let o = nix
+        .command("nix")
+        .args(["key", "convert-secret-to-public"])
+        .stdin(std::fs::File::open(&ours).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(ok(o).trim(), printed);
+    let out = ok(cmd().args(["keys", "public"]).arg(&ours).output().unwrap());
+    assert_eq!(out.trim(), printed);
+}
+
+#[test]
+fn bad_key_files_give_clear_errors_and_stay_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = SecretKey::generate("bad-case-1").unwrap().to_file_string();
+    let b64 = good.split_once(':').unwrap().1;
+    let short = base64_of(&[9u8; 48]);
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("truncated", format!("bad-case-1:{}", &b64[..57]), "base64"),
+        (
+            "nonbase64",
+            format!("bad-case-1:{}*{}", &b64[..40], &b64[41..]),
+            "base64",
+        ),
+        ("wronglen", format!("bad-case-1:{short}"), "48 bytes"),
+        ("nocolon", b64.to_string(), "no `:`"),
+        (
+            "public",
+            SecretKey::generate("bad-case-1")
+                .unwrap()
+                .public()
+                .to_string(),
+            "32 bytes",
+        ),
+        ("empty", String::new(), "no `:`"),
+    ];
+    for (file, content, reason) in &cases {
+        let p = dir.path().join(file);
+        std::fs::write(&p, content).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        for args in [
+            vec!["keys", "public", p.to_str().unwrap()],
+            vec![
+                "keys",
+                "generate",
+                "--name",
+                "bad-case-1",
+                "--secret-key-file",
+                p.to_str().unwrap(),
+            ],
+        ] {
+            let o = cmd().args(&args).output().unwrap();
+            assert_eq!(o.status.code(), Some(2), "{file}: {}", show(&o));
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains(p.to_str().unwrap()), "{file}: {err}");
+            assert!(err.contains(reason), "{file}: want {reason:?} in {err}");
+            if content.len() > 30 {
+                let tail = content.split_once(':').map_or(content.as_str(), |(_, b)| b);
+                assert!(!err.contains(&tail[..20]), "{file}: secret in {err}");
+            }
+            assert!(o.stdout.is_empty(), "{file}: {}", show(&o));
+            assert_eq!(
+                &std::fs::read_to_string(&p).unwrap(),
+                content,
+                "{file} was changed"
+            );
+        }
+    }
+
+    // A directory where the key file should be.
+    let o = cmd()
+        .args(["keys", "generate", "--name", "d-1", "--secret-key-file"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("is a directory"),
+        "{}",
+        show(&o)
+    );
+
+    // A dangling symlink: not readable, and never replaced by a new key.
+    let link = dir.path().join("dangling");
+    std::os::unix::fs::symlink(dir.path().join("missing-target"), &link).unwrap();
+    for args in [
+        vec!["keys", "public", link.to_str().unwrap()],
+        vec![
+            "keys",
+            "generate",
+            "--name",
+            "d-1",
+            "--secret-key-file",
+            link.to_str().unwrap(),
+        ],
+    ] {
+        let o = cmd().args(&args).output().unwrap();
+        assert!(!o.status.success(), "{}", show(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("dangling"), "{err}");
+    }
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(!dir.path().join("missing-target").exists());
+
+    // A missing file under a path whose parent is a regular file.
+    let o = cmd()
+        .args(["keys", "generate", "--name", "d-1", "--secret-key-file"])
+        .arg(dir.path().join("empty/key"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("empty"),
+        "{}",
+        show(&o)
+    );
+
+    // Nothing partial left behind: only the files the test made.
+    let mut want: Vec<String> = cases.iter().map(|c| c.0.to_string()).collect();
+    want.push("dangling".into());
+    want.sort();
+    assert_eq!(listing(dir.path()), want);
+}
+
+#[test]
+fn readable_secret_key_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("k.sec");
+    let public = generate(&secret, "mode-1");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = cmd()
+        .args(["keys", "public"])
+        .arg(&secret)
+        .output()
+        .unwrap();
+    assert_eq!(ok(o.clone()).trim(), public);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("warning") && err.contains("0644") && err.contains("chmod 600"),
+        "{err}"
+    );
+    assert!(!err.contains(&secret_part(&secret)));
+    // Generate keeps the key (and warns) rather than touching it.
+    let o = cmd()
+        .args(["keys", "generate", "--name", "mode-1", "--secret-key-file"])
+        .arg(&secret)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("0644"),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(ok(o).lines().last().unwrap(), public);
+    assert_eq!(mode(&secret), 0o644);
+}
+
+#[test]
+fn no_secret_in_argv_env_or_output() {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("strace is not installed (scripts/setup.sh installs it): skipping");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("k.sec");
+    let log = dir.path().join("strace.log");
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new("strace")
+            .args(["-f", "-v", "-s", "65536", "-e", "trace=execve", "-o"])
+            .arg(&log)
+            .arg(common::bin())
+            .args(args)
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", show(&o));
+        let mut all = String::from_utf8_lossy(&o.stdout).into_owned();
+        all.push_str(&String::from_utf8_lossy(&o.stderr));
+        let trace = std::fs::read_to_string(&log).unwrap();
+        assert!(trace.contains("execve("), "strace logged nothing: {trace}");
+        (all, trace)
+    };
+    let s = secret.to_str().unwrap();
+    let (out1, trace1) = run(&[
+        "keys",
+        "generate",
+        "--name",
+        "argv-1",
+        "--secret-key-file",
+        s,
+    ]);
+    let (out2, trace2) = run(&["keys", "public", s]);
+    let b64 = secret_part(&secret);
+    // The seed alone, too, in case it were ever printed separately.
+    let seed_b64 = {
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&b64)
+            .unwrap();
+        base64_of(&raw[..32])
+    };
+    for text in [&out1, &trace1, &out2, &trace2] {
+        assert!(!text.contains(&b64), "secret key found in {text}");
+        assert!(!text.contains(&seed_b64[..40]), "seed found in {text}");
+    }
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
