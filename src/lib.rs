@@ -7,8 +7,13 @@ pub mod commands;
 pub mod credentials;
 pub mod error;
 pub mod fsutil;
+pub mod hash;
 pub mod http;
 pub mod manifest;
+pub mod nar;
+pub mod narinfo;
+pub mod nix32;
+pub mod pathinfo;
 pub mod s3;
 pub mod signing;
 
