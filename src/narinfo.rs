@@ -16,6 +16,7 @@ use std::fmt::Write as _;
 
 use crate::hash::{NixHash, truncate};
 use crate::pathinfo::{is_base_name, split_store_path};
+use crate::signing::{self, PublicKey, SecretKey};
 
 /// A parsed narinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,6 +254,31 @@ impl NarInfo {
             .unwrap_or_default()
     }
 
+    /// The string its signatures cover (see [`signing::fingerprint`]).
+    pub fn fingerprint(&self) -> String {
+        signing::fingerprint(
+            &self.store_path,
+            &self.nar_hash.to_nix32_string(),
+            self.nar_size,
+            &self.reference_paths(),
+        )
+    }
+
+    /// Adds `key`'s signature, replacing an older one by a key of the same
+    /// name (re-signing is idempotent).
+    pub fn sign(&mut self, key: &SecretKey) {
+        let sig = key.sign(self.fingerprint().as_bytes());
+        let prefix = format!("{}:", key.name);
+        self.sigs.retain(|s| !s.starts_with(&prefix));
+        self.sigs.push(sig);
+    }
+
+    /// True when a signature verifies under one of `trusted`, as Nix checks
+    /// it (keys matched by name).
+    pub fn verify(&self, trusted: &[PublicKey]) -> bool {
+        signing::verify_any(&self.fingerprint(), &self.sigs, trusted)
+    }
+
     /// References as full store paths, sorted (the fingerprint's order).
     pub fn reference_paths(&self) -> Vec<String> {
         let dir = self.store_dir();
@@ -305,6 +331,30 @@ System: x86_64-linux
             n.reference_paths()[1],
             "/nix/store/xmlf96i37p4wk3j4bar8d4ybj0cfczxi-testsrc"
         );
+    }
+
+    #[test]
+    fn sign_and_verify() {
+        let mut n = NarInfo::parse(SAMPLE).unwrap();
+        assert!(
+            n.fingerprint().starts_with(
+                "1;/nix/store/35h2xr9qqvgrkgfzppsx3d5ykmhm1s8w-refer;sha256:0964p82ix"
+            )
+        );
+        assert!(n.fingerprint().ends_with(
+            ";216;/nix/store/35h2xr9qqvgrkgfzppsx3d5ykmhm1s8w-refer,\
+             /nix/store/xmlf96i37p4wk3j4bar8d4ybj0cfczxi-testsrc"
+        ));
+        let key = SecretKey::generate("test-1").unwrap();
+        let other = SecretKey::generate("other-1").unwrap();
+        assert!(!n.verify(&[key.public()]));
+        n.sign(&key);
+        n.sign(&key);
+        assert_eq!(n.sigs.len(), 3);
+        assert!(n.verify(&[key.public()]));
+        assert!(!n.verify(&[other.public()]));
+        n.nar_size += 1;
+        assert!(!n.verify(&[key.public()]));
     }
 
     #[test]
