@@ -2,6 +2,7 @@
 //! trusted Nix binary cache. The binary is a thin shell over this library so
 //! that tests, benchmarks and fuzz targets call the same code.
 
+pub mod aws_config;
 pub mod cli;
 pub mod commands;
 pub mod credentials;
@@ -14,6 +15,7 @@ pub mod nar;
 pub mod narinfo;
 pub mod nix32;
 pub mod pathinfo;
+pub mod nix_conf;
 pub mod s3;
 pub mod signing;
 
