@@ -14,8 +14,8 @@ pub mod manifest;
 pub mod nar;
 pub mod narinfo;
 pub mod nix32;
-pub mod pathinfo;
 pub mod nix_conf;
+pub mod pathinfo;
 pub mod s3;
 pub mod signing;
 
