@@ -208,6 +208,299 @@ impl ProvisionSection {
     }
 }
 
+/// One thing wrong with a manifest: the option path (camelCase, as in the
+/// Nix module, e.g. `push.keyName`) and what is wrong and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The option path, e.g. `cache.endpoint` or `trust.publicKeys[1]`.
+    pub field: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Collects problems while validating.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    /// A URL the helper sends credentials to: valid, and plain http only to
+    /// loopback unless `allow_insecure_http`.
+    fn endpoint_url(&mut self, field: &str, url: &str, allow_insecure_http: bool) {
+        let checked = crate::http::parse_endpoint_url(url, field)
+            .and_then(|u| crate::http::check_transport_security(&u, allow_insecure_http, field));
+        if let Err(e) = checked {
+            self.config_error(field, e);
+        }
+    }
+
+    /// A URL clients fetch from (no credentials travel, signatures protect
+    /// the content): it only has to be a valid http(s) URL.
+    fn public_url(&mut self, field: &str, url: &str) {
+        if let Err(e) = crate::http::parse_endpoint_url(url, field) {
+            self.config_error(field, e);
+        }
+    }
+
+    fn config_error(&mut self, field: &str, e: crate::Error) {
+        match e {
+            crate::Error::InvalidConfig { message, .. } => self.add(field, message),
+            e => self.add(field, e.to_string()),
+        }
+    }
+
+    /// A file or directory the helper writes or that holds a secret: an
+    /// absolute path outside the world-readable Nix store.
+    fn private_path(&mut self, field: &str, path: &Path, what: &str) {
+        if !path.is_absolute() {
+            self.add(
+                field,
+                format!("`{}` must be an absolute path", path.display()),
+            );
+        } else if crate::fsutil::is_in_nix_store(path) {
+            self.add(
+                field,
+                format!(
+                    "`{}` is inside /nix/store, which every user can read and nothing may \
+                     write; {what}: give a path such as /run/secrets/… or /var/lib/… (a \
+                     string, not a Nix path literal, so the file is not copied into the store)",
+                    path.display()
+                ),
+            );
+        }
+    }
+
+    /// An IAM-style name (user or policy): 1..=max of `A-Za-z0-9+=,.@_-`.
+    fn iam_name(&mut self, field: &str, name: &str, max: usize) {
+        let ok = (1..=max).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b));
+        if !ok {
+            self.add(
+                field,
+                format!("`{name}` must be 1 to {max} characters of letters, digits and `+=,.@_-`"),
+            );
+        }
+    }
+}
+
+/// Compression codecs `push` knows, with their level range.
+pub const COMPRESSIONS: &[(&str, Option<(i32, i32)>)] = &[
+    ("zstd", Some((1, 19))),
+    ("xz", Some((0, 9))),
+    ("none", None),
+];
+
+impl Manifest {
+    /// Every problem with the values (the schema itself is enforced when
+    /// parsing). Checks only the text, never the file system: the module runs
+    /// this at build time, where secrets and state directories do not exist.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut p = Problems::default();
+        if self.version != MANIFEST_VERSION {
+            p.add(
+                "version",
+                format!(
+                    "is {}, but this nix-binary-cache reads version {MANIFEST_VERSION}; use the \
+                     helper from the same flake revision as the module",
+                    self.version
+                ),
+            );
+        }
+
+        let c = &self.cache;
+        p.endpoint_url("cache.endpoint", &c.endpoint, c.allow_insecure_http);
+        if let Err(m) = crate::s3::validate_bucket_name(&c.bucket) {
+            p.add(
+                "cache.bucket",
+                format!("{m} (S3 bucket naming rules); e.g. `nix-cache`"),
+            );
+        }
+        if c.region.trim().is_empty() {
+            p.add(
+                "cache.region",
+                "must not be empty; the default is `us-east-1`",
+            );
+        }
+        if let Some(url) = &c.substituter_url {
+            p.public_url("cache.substituterUrl", url);
+        }
+        if !c.store_dir.starts_with('/') || (c.store_dir.len() > 1 && c.store_dir.ends_with('/')) {
+            p.add(
+                "cache.storeDir",
+                format!(
+                    "`{}` must be an absolute path without a trailing slash, e.g. /nix/store",
+                    c.store_dir
+                ),
+            );
+        }
+
+        if let Some(pr) = &self.provision {
+            p.private_path(
+                "provision.adminCredentialsFile",
+                &pr.admin_credentials_file,
+                "it holds the store's admin key",
+            );
+            if let Some(f) = &pr.writer_credentials_file {
+                p.private_path(
+                    "provision.writerCredentialsFile",
+                    f,
+                    "it holds the writer's secret",
+                );
+            }
+            p.private_path(
+                "provision.stateDir",
+                &pr.state_dir,
+                "provisioning writes state there",
+            );
+            if let Some(url) = &pr.iam_endpoint {
+                p.endpoint_url("provision.iamEndpoint", url, c.allow_insecure_http);
+            }
+            p.iam_name("provision.writerUser", &pr.writer_user, 64);
+            p.iam_name("provision.writerPolicy", &pr.writer_policy, 128);
+        }
+
+        if let Some(t) = &self.trust {
+            // Nix keeps the first key of each name: a second one is ignored.
+            let mut names: Vec<(String, String)> = Vec::new();
+            let lists = [
+                ("trust.publicKeys", &t.public_keys),
+                ("trust.retiredPublicKeys", &t.retired_public_keys),
+            ];
+            for (list, keys) in lists {
+                for (i, k) in keys.iter().enumerate() {
+                    let field = format!("{list}[{i}]");
+                    match crate::signing::PublicKey::parse(k) {
+                        Err(m) => p.add(
+                            field,
+                            format!(
+                                "`{k}` {m}; copy the line `nix-binary-cache keys public` \
+                                 prints on the builder"
+                            ),
+                        ),
+                        Ok(key) => {
+                            if let Some((_, first)) = names.iter().find(|(n, _)| *n == key.name) {
+                                p.add(
+                                    field,
+                                    format!(
+                                        "a second key named `{}` (the first is {first}); Nix \
+                                         trusts only the first key of each name: give every \
+                                         key its own name (`-1`, `-2`, …)",
+                                        key.name
+                                    ),
+                                );
+                            } else {
+                                names.push((key.name, field));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        if let Some(pu) = &self.push {
+            match crate::signing::validate_key_name(&pu.key_name) {
+                Err(m) => p.add("push.keyName", m),
+                Ok(()) if crate::signing::key_generation(&pu.key_name).is_none() => p.add(
+                    "push.keyName",
+                    format!(
+                        "`{}` must end in `-N` (e.g. `{}-1`): key rotation derives the next \
+                         name from that number",
+                        pu.key_name, pu.key_name
+                    ),
+                ),
+                Ok(()) => {}
+            }
+            p.private_path(
+                "push.signingKeyFile",
+                &pu.signing_key_file,
+                "it holds the secret signing key",
+            );
+            p.private_path(
+                "push.writerCredentialsFile",
+                &pu.writer_credentials_file,
+                "it holds the writer's secret",
+            );
+            p.private_path(
+                "push.spoolDir",
+                &pu.spool_dir,
+                "the upload queue writes there",
+            );
+            match COMPRESSIONS.iter().find(|(n, _)| *n == pu.compression) {
+                None => p.add(
+                    "push.compression",
+                    format!(
+                        "`{}` is not supported; use one of {}",
+                        pu.compression,
+                        COMPRESSIONS
+                            .iter()
+                            .map(|(n, _)| format!("`{n}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ),
+                Some((name, range)) => match (pu.compression_level, range) {
+                    (Some(l), Some((lo, hi))) if !(*lo..=*hi).contains(&l) => p.add(
+                        "push.compressionLevel",
+                        format!(
+                            "{l} is out of range for {name}: use {lo} to {hi}, or leave it unset"
+                        ),
+                    ),
+                    (Some(_), None) => p.add(
+                        "push.compressionLevel",
+                        format!("`{name}` has no level: leave it unset"),
+                    ),
+                    _ => {}
+                },
+            }
+            if pu.jobs == 0 {
+                p.add("push.jobs", "must be at least 1 (parallel uploads)");
+            }
+            if pu.spool_max_entries == 0 {
+                p.add(
+                    "push.spoolMaxEntries",
+                    "must be at least 1, or no build would ever be queued for upload",
+                );
+            }
+            for (i, url) in pu.skip_if_substitutable.iter().enumerate() {
+                p.public_url(&format!("push.skipIfSubstitutable[{i}]"), url);
+            }
+        }
+        p.0
+    }
+}
+
+/// Reads, parses and validates a manifest: what every command given
+/// `--manifest` calls. All problems are reported at once, one per line.
+pub fn load_valid(path: &Path) -> crate::Result<Manifest> {
+    let m = load(path)?;
+    let problems = m.validate();
+    if problems.is_empty() {
+        return Ok(m);
+    }
+    Err(crate::Error::Manifest {
+        path: path.to_path_buf(),
+        message: problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("\n  "),
+    })
+}
+
 /// Reads and parses a manifest. Validation of values is [`Manifest::validate`].
 pub fn load(path: &Path) -> crate::Result<Manifest> {
     let text = crate::fsutil::read_text(path)?;
@@ -220,4 +513,57 @@ pub fn load(path: &Path) -> crate::Result<Manifest> {
 /// Parses manifest text; the error carries line and column.
 pub fn parse(text: &str) -> Result<Manifest, String> {
     toml_edit::de::from_str::<Manifest>(text).map_err(|e| e.to_string().trim_end().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str =
+        "version = 1\n[cache]\nendpoint = \"https://s3.example.org\"\nbucket = \"nix-cache\"\n";
+
+    #[test]
+    fn defaults_fill_a_minimal_manifest() {
+        let m = parse(MINIMAL).unwrap();
+        assert_eq!(m.cache.region, "us-east-1");
+        assert!(m.cache.path_style && m.cache.want_mass_query);
+        assert!(m.validate().is_empty());
+    }
+
+    #[test]
+    fn problems_name_the_option_path() {
+        let text = format!(
+            "{MINIMAL}[push]\nkeyName = \"k\"\nsigningKeyFile = \"/nix/store/x\"\n\
+             writerCredentialsFile = \"/run/w\"\ncompression = \"none\"\ncompressionLevel = 1\n"
+        );
+        let problems = parse(&text).unwrap().validate();
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "push.keyName",
+                "push.signingKeyFile",
+                "push.compressionLevel"
+            ]
+        );
+        assert!(
+            problems[0]
+                .to_string()
+                .starts_with("push.keyName: `k` must end in `-N`")
+        );
+    }
+
+    #[test]
+    fn load_valid_reports_every_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.toml");
+        std::fs::write(&p, MINIMAL.replace("nix-cache", "NC").replace("= 1", "= 9")).unwrap();
+        let err = load_valid(&p).unwrap_err().to_string();
+        assert!(
+            err.contains("m.toml") && err.contains("version:") && err.contains("cache.bucket:"),
+            "{err}"
+        );
+        std::fs::write(&p, MINIMAL).unwrap();
+        assert_eq!(load_valid(&p).unwrap().cache.bucket, "nix-cache");
+    }
 }
