@@ -11,6 +11,7 @@ pub mod fsutil;
 pub mod hash;
 pub mod http;
 pub mod manifest;
+pub mod minio;
 pub mod nar;
 pub mod narinfo;
 pub mod nix32;
