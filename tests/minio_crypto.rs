@@ -4,9 +4,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use nix_binary_cache::minio::crypto::{
     self, Algorithm, DecryptError, FRAGMENT_LEN, HEADER_LEN, Header, SALT_LEN, TAG_LEN,
 };
@@ -18,30 +15,10 @@ const SIZES: [usize; 6] = [1, 16383, 16384, 16385, 32768, 100000];
 
 const PASSWORD: &str = "minio-root-secret/with+odd chars \"é\"";
 
-/// Runs `minio_sdk.py crypto` with `jobs`; one answer per job.
+/// Runs the SDK's crypto with `jobs`; one answer per job.
 fn sdk_crypto(jobs: &[Value]) -> Vec<Value> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/minio_sdk.py");
-    let mut child = Command::new(common::venv().join("bin/python"))
-        .arg(script)
-        .arg("crypto")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the venv python runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&serde_json::to_vec(jobs).unwrap())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "minio_sdk.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let answers: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let answers = common::minio_sdk(&["crypto"], &[], &Value::from(jobs.to_vec()));
+    let answers = answers.as_array().expect("a list of answers").clone();
     assert_eq!(answers.len(), jobs.len());
     answers
 }

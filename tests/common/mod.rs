@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod minio_standin;
 pub mod nix;
 pub mod seaweed;
 
@@ -74,4 +75,37 @@ pub fn venv() -> PathBuf {
         v.display()
     );
     v
+}
+
+/// Runs `tests/minio_sdk.py` (MinIO's Python SDK, the oracle) with `args`,
+/// `env` and the JSON `input` on stdin; returns its JSON answer.
+pub fn minio_sdk(
+    args: &[&str],
+    env: &[(&str, &str)],
+    input: &serde_json::Value,
+) -> serde_json::Value {
+    use std::io::Write;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/minio_sdk.py");
+    let mut child = Command::new(venv().join("bin/python"))
+        .arg(script)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the venv python runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&serde_json::to_vec(input).unwrap())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "minio_sdk.py {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("minio_sdk.py answers JSON")
 }
