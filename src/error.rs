@@ -86,6 +86,15 @@ impl Error {
         }
     }
 
+    /// The store's error code (`NoSuchEntity`, `AccessDenied`, ...) of a
+    /// [`Error::Store`], for callers that act on particular answers.
+    pub fn store_code(&self) -> Option<&str> {
+        match self {
+            Error::Store { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The process exit code for this error (see `--help`).
     pub fn exit_code(&self) -> u8 {
         match self {

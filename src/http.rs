@@ -117,6 +117,9 @@ pub struct Request {
     pub body: Bytes,
     /// Send `UNSIGNED-PAYLOAD` instead of hashing the body (large uploads).
     pub unsigned_payload: bool,
+    /// Count this request as a read although its method is not GET/HEAD
+    /// (API calls such as IAM `Get*`/`List*` that are POSTs by protocol).
+    pub read_only: bool,
 }
 
 impl Request {
@@ -129,6 +132,7 @@ impl Request {
             headers: Vec::new(),
             body: Bytes::new(),
             unsigned_payload: false,
+            read_only: false,
         }
     }
 
@@ -150,9 +154,15 @@ impl Request {
         self
     }
 
-    /// True for requests that only read (GET, HEAD).
+    /// Marks the request as one that only reads, whatever its method.
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
+        self
+    }
+
+    /// True for requests that only read (GET, HEAD, or marked read-only).
     pub fn is_read(&self) -> bool {
-        matches!(self.method, http::Method::GET | http::Method::HEAD)
+        self.read_only || matches!(self.method, http::Method::GET | http::Method::HEAD)
     }
 }
 
@@ -234,6 +244,18 @@ impl Endpoint {
         })
     }
 
+    /// The same client, connection pool and counters with another retry
+    /// budget (e.g. none while probing a store that may not be up yet).
+    pub fn with_max_retries(&self, max_retries: u32) -> Endpoint {
+        let mut config = (*self.config).clone();
+        config.max_retries = max_retries;
+        Endpoint {
+            client: self.client.clone(),
+            config: Arc::new(config),
+            stats: self.stats.clone(),
+        }
+    }
+
     /// The endpoint's configuration.
     pub fn config(&self) -> &EndpointConfig {
         &self.config
@@ -290,7 +312,8 @@ impl Endpoint {
             let outcome = self.send_once(req, creds, service).await;
             let retryable = match &outcome {
                 Ok(r) => {
-                    r.status.is_server_error()
+                    // 501 Not Implemented is an answer, not a hiccup.
+                    (r.status.is_server_error() && r.status != http::StatusCode::NOT_IMPLEMENTED)
                         || r.status == http::StatusCode::TOO_MANY_REQUESTS
                         || (r.status.is_client_error()
                             && r.text().contains("<Code>SlowDown</Code>"))

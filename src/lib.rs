@@ -10,6 +10,7 @@ pub mod error;
 pub mod fsutil;
 pub mod hash;
 pub mod http;
+pub mod iam;
 pub mod manifest;
 pub mod minio;
 pub mod nar;
@@ -17,6 +18,7 @@ pub mod narinfo;
 pub mod nix32;
 pub mod nix_conf;
 pub mod pathinfo;
+pub mod provision;
 pub mod s3;
 pub mod signing;
 

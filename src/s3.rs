@@ -304,6 +304,75 @@ impl S3Client {
             .map(drop)
     }
 
+    /// The GetBucketLocation request for `bucket` (`GET /bucket?location`).
+    ///
+    /// A signed GET on the bucket is also the cheapest way to check an
+    /// identity: unlike HEAD, its error answers carry a code
+    /// (`InvalidAccessKeyId`, `SignatureDoesNotMatch`, `AccessDenied`).
+    pub fn location_request(&self, bucket: &str) -> Request {
+        Request::new(Method::GET, self.path(bucket, None)).query("location", "")
+    }
+
+    /// GetBucketLocation: the bucket's region (empty for `us-east-1`).
+    pub async fn get_bucket_location(&self, bucket: &str) -> Result<String> {
+        #[derive(Deserialize)]
+        struct Location {
+            #[serde(rename = "$text", default)]
+            region: String,
+        }
+        let resp = self
+            .send_ok(
+                &format!("GetBucketLocation {bucket}"),
+                &self.location_request(bucket),
+            )
+            .await?;
+        let text = resp.text();
+        // AWS answers `<LocationConstraint>region</LocationConstraint>`; some
+        // stores wrap it in `<CreateBucketConfiguration>`.
+        if let Ok(l) = quick_xml::de::from_str::<Location>(&text) {
+            return Ok(l.region);
+        }
+        #[derive(Deserialize)]
+        struct Wrapped {
+            #[serde(rename = "LocationConstraint", default)]
+            region: String,
+        }
+        Ok(quick_xml::de::from_str::<Wrapped>(&text)
+            .map(|w| w.region)
+            .unwrap_or_default())
+    }
+
+    /// GetBucketLifecycleConfiguration: the configuration XML, or `Ok(None)`
+    /// when the bucket has none. A store without lifecycle support answers
+    /// an error whose code [`is_unsupported`] recognises.
+    pub async fn get_bucket_lifecycle(&self, bucket: &str) -> Result<Option<String>> {
+        let req = Request::new(Method::GET, self.path(bucket, None)).query("lifecycle", "");
+        let resp = self.send(&req).await?;
+        if resp.status.is_success() {
+            return Ok(Some(resp.text()));
+        }
+        if S3Error::from_response(&resp).code == "NoSuchLifecycleConfiguration" {
+            return Ok(None);
+        }
+        Err(self.error(&format!("GetBucketLifecycleConfiguration {bucket}"), &resp))
+    }
+
+    /// PutBucketLifecycleConfiguration (replaces the whole configuration).
+    /// Carries `Content-MD5`, which AWS and MinIO require for this call.
+    pub async fn put_bucket_lifecycle(&self, bucket: &str, xml: &str) -> Result<()> {
+        use base64::Engine as _;
+        use md5::Digest as _;
+        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(xml));
+        let req = Request::new(Method::PUT, self.path(bucket, None))
+            .query("lifecycle", "")
+            .header("content-type", "application/xml")
+            .header("content-md5", md5)
+            .body(xml.to_string());
+        self.send_ok(&format!("PutBucketLifecycleConfiguration {bucket}"), &req)
+            .await
+            .map(drop)
+    }
+
     /// ListObjectsV2, one page: keys under `prefix` after `token`.
     /// Returns the objects and the continuation token of the next page.
     pub async fn list_page(
@@ -448,6 +517,21 @@ impl S3Client {
     }
 }
 
+/// True for an error saying the store does not implement an operation
+/// (HTTP 501, `NotImplemented`, or a 405 `MethodNotAllowed` for the resource).
+pub fn is_unsupported(err: &Error) -> bool {
+    match err {
+        Error::Store { status, code, .. } => {
+            *status == 501
+                || matches!(
+                    code.as_deref(),
+                    Some("NotImplemented" | "MethodNotAllowed" | "UnsupportedOperation")
+                )
+        }
+        _ => false,
+    }
+}
+
 /// Escapes text for an XML element.
 pub fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -497,6 +581,21 @@ mod tests {
         for bad in ["ab", "Nix", "-a-b", "a..b", "192.168.1.1", "a_b"] {
             assert!(validate_bucket_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn unsupported_answers() {
+        let store = |status, code: Option<&str>| Error::Store {
+            operation: "GetBucketLifecycleConfiguration b".into(),
+            endpoint: "http://127.0.0.1:1".into(),
+            status,
+            code: code.map(str::to_string),
+            message: String::new(),
+        };
+        assert!(is_unsupported(&store(501, None)));
+        assert!(is_unsupported(&store(400, Some("NotImplemented"))));
+        assert!(!is_unsupported(&store(403, Some("AccessDenied"))));
+        assert!(!is_unsupported(&store(500, None)));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod minio_standin;
 pub mod nix;
+pub mod proxy;
 pub mod seaweed;
 
 use std::path::{Path, PathBuf};
