@@ -75,17 +75,10 @@ pub fn merge_profile(text: &str, profile: &str, creds: &Credentials) -> String {
     let secret_line = format!("{SECRET_KEY} = {}\n", creds.secret_access_key);
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let Some(header) = lines.iter().position(|l| section_name(l) == Some(profile)) else {
-        let mut out = text.to_string();
-        if !out.is_empty() {
-            if !out.ends_with('\n') {
-                out.push('\n');
-            }
-            if !out.ends_with("\n\n") {
-                out.push('\n');
-            }
-        }
-        out.push_str(&format!("[{profile}]\n{access_line}{secret_line}"));
-        return out;
+        return crate::fsutil::append_section(
+            text,
+            &format!("[{profile}]\n{access_line}{secret_line}"),
+        );
     };
     let end = lines[header + 1..]
         .iter()

@@ -79,6 +79,23 @@ fn finish_temp(path: &Path, tmp: &Path, result: Result<()>) -> Result<()> {
     result
 }
 
+/// `text` with `section` appended as a paragraph of its own: after a
+/// newline and one blank line, unless `text` is empty. The existing bytes
+/// are kept; used to add our block to a user's config file.
+pub fn append_section(text: &str, section: &str) -> String {
+    let mut out = text.to_string();
+    if !out.is_empty() {
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+        if !out.ends_with("\n\n") {
+            out.push('\n');
+        }
+    }
+    out.push_str(section);
+    out
+}
+
 /// What an idempotent write did; printed as one word per file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {

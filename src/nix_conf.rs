@@ -182,17 +182,7 @@ pub fn merge_block(text: &str, block: &str) -> Result<String, String> {
         out.push_str(&text[range.end..]);
         return Ok(out);
     }
-    let mut out = text.to_string();
-    if !out.is_empty() {
-        if !out.ends_with('\n') {
-            out.push('\n');
-        }
-        if !out.ends_with("\n\n") {
-            out.push('\n');
-        }
-    }
-    out.push_str(block);
-    Ok(out)
+    Ok(crate::fsutil::append_section(text, block))
 }
 
 /// `text` without its managed block (and without the blank line that

@@ -19,6 +19,17 @@ fn configure(args: &[&str]) -> Output {
     cmd().arg("configure").args(args).output().unwrap()
 }
 
+/// `--nix-conf CONF --substituter SUB [--trusted-public-key KEY] EXTRA...`
+/// (no key flag when `key` is empty).
+fn conf_args<'a>(conf: &'a str, sub: &'a str, key: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["--nix-conf", conf, "--substituter", sub];
+    if !key.is_empty() {
+        v.extend(["--trusted-public-key", key]);
+    }
+    v.extend(extra);
+    v
+}
+
 fn public_key(name: &str) -> String {
     SecretKey::generate(name).unwrap().public().to_string()
 }
@@ -104,14 +115,7 @@ fn nix_reads_the_managed_block_and_keeps_foreign_lines() {
     assert_eq!(std::fs::metadata(&conf).unwrap().mtime_nsec(), mtime);
 
     // Retiring a key edits the block only.
-    let out = ok(configure(&[
-        "--nix-conf",
-        conf_s,
-        "--substituter",
-        URL,
-        "--trusted-public-key",
-        &key,
-    ]));
+    let out = ok(configure(&conf_args(conf_s, URL, &key, &[])));
     assert!(out.contains(": updated"), "{out}");
     let after = std::fs::read_to_string(&conf).unwrap();
     assert!(after.starts_with(&foreign));
@@ -125,14 +129,12 @@ fn a_moved_block_is_updated_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("nix.conf");
     let key = public_key("moved-1");
-    ok(configure(&[
-        "--nix-conf",
+    ok(configure(&conf_args(
         conf.to_str().unwrap(),
-        "--substituter",
         URL,
-        "--trusted-public-key",
         &key,
-    ]));
+        &[],
+    )));
     assert_eq!(mode(&conf), 0o644);
     // The user moves our block between their own lines and makes the file 0640.
     let block = std::fs::read_to_string(&conf).unwrap();
@@ -140,14 +142,12 @@ fn a_moved_block_is_updated_in_place() {
     std::fs::write(&conf, &edited).unwrap();
     std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o640)).unwrap();
 
-    ok(configure(&[
-        "--nix-conf",
+    ok(configure(&conf_args(
         conf.to_str().unwrap(),
-        "--substituter",
         "http://127.0.0.1:2/other",
-        "--trusted-public-key",
         &key,
-    ]));
+        &[],
+    )));
     let after = std::fs::read_to_string(&conf).unwrap();
     assert_eq!(
         after,
@@ -165,7 +165,7 @@ fn dry_run_shows_a_diff_and_writes_nothing() {
     let creds = dir.path().join("aws/credentials");
     let writer = write_writer_env(dir.path(), "writer-id", "Sup3rSecretWriterValue");
     let key = public_key("dry-1");
-    let o = configure(&[
+    let argv: Vec<&str> = vec![
         "--nix-conf",
         conf.to_str().unwrap(),
         "--substituter",
@@ -178,8 +178,10 @@ fn dry_run_shows_a_diff_and_writes_nothing() {
         "nbc",
         "--writer-credentials-file",
         writer.to_str().unwrap(),
-        "--dry-run",
-    ]);
+    ];
+    let mut dry = argv.clone();
+    dry.push("--dry-run");
+    let o = configure(&dry);
     let out = ok(o.clone());
     assert!(
         out.contains(&format!("+extra-substituters = {URL}")),
@@ -199,23 +201,7 @@ fn dry_run_shows_a_diff_and_writes_nothing() {
     assert!(!creds.exists() && !creds.parent().unwrap().exists());
 
     // Once written, a dry run has nothing to show.
-    let argv: Vec<&str> = vec![
-        "--nix-conf",
-        conf.to_str().unwrap(),
-        "--substituter",
-        URL,
-        "--trusted-public-key",
-        &key,
-        "--aws-credentials-file",
-        creds.to_str().unwrap(),
-        "--aws-profile",
-        "nbc",
-        "--writer-credentials-file",
-        writer.to_str().unwrap(),
-    ];
     ok(configure(&argv));
-    let mut dry = argv.clone();
-    dry.push("--dry-run");
     let out = ok(configure(&dry));
     assert!(!out.contains("---") && !out.contains("+++"), "{out}");
     assert_eq!(out.matches("unchanged").count(), 2, "{out}");
@@ -285,22 +271,14 @@ fn aws_profile_is_merged_and_read_by_the_aws_cli() {
     assert!(text.starts_with(foreign), "{text}");
     assert_eq!(mode(&creds), 0o600, "the credentials file must be 0600");
 
-    assert_eq!(
-        aws_get(&creds, "nix-cache", "aws_access_key_id"),
-        "nbc-writer"
-    );
-    assert_eq!(
-        aws_get(&creds, "nix-cache", "aws_secret_access_key"),
-        "WriterSecret123"
-    );
-    assert_eq!(
-        aws_get(&creds, "work", "aws_secret_access_key"),
-        "worksecret"
-    );
-    assert_eq!(
-        aws_get(&creds, "default", "aws_access_key_id"),
-        "AKIADEFAULT"
-    );
+    for (profile, key, want) in [
+        ("nix-cache", "aws_access_key_id", "nbc-writer"),
+        ("nix-cache", "aws_secret_access_key", "WriterSecret123"),
+        ("work", "aws_secret_access_key", "worksecret"),
+        ("default", "aws_access_key_id", "AKIADEFAULT"),
+    ] {
+        assert_eq!(aws_get(&creds, profile, key), want, "[{profile}] {key}");
+    }
 
     let out = ok(configure(&args));
     assert!(out.contains("unchanged"), "{out}");
@@ -343,14 +321,12 @@ fn a_nix_conf_from_the_store_is_refused() {
     let store_file = nix.add(&src);
     let link = dir.path().join("nix.conf");
     std::os::unix::fs::symlink(&store_file, &link).unwrap();
-    let o = configure(&[
-        "--nix-conf",
+    let o = configure(&conf_args(
         link.to_str().unwrap(),
-        "--substituter",
         URL,
-        "--trusted-public-key",
         &public_key("hm-1"),
-    ]);
+        &[],
+    ));
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
     let err = stderr(&o);
     assert!(
@@ -366,14 +342,12 @@ fn a_nix_conf_from_the_store_is_refused() {
     let real = common::write(dir.path(), "dotfiles/nix.conf", "# dotfiles\n");
     let link2 = dir.path().join("linked.conf");
     std::os::unix::fs::symlink(&real, &link2).unwrap();
-    ok(configure(&[
-        "--nix-conf",
+    ok(configure(&conf_args(
         link2.to_str().unwrap(),
-        "--substituter",
         URL,
-        "--trusted-public-key",
         &public_key("hm-1"),
-    ]));
+        &[],
+    )));
     assert!(
         std::fs::symlink_metadata(&link2)
             .unwrap()
@@ -390,54 +364,12 @@ fn bad_input_is_refused_and_changes_nothing() {
     let key = public_key("bad-1");
     let c = conf.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
+        (conf_args(c, URL, "bad-1:AAAA", &[]), "--trusted-public-key"),
+        (conf_args(c, URL, "nocolon", &[]), "--trusted-public-key"),
+        (conf_args(c, "not a url", &key, &[]), "--substituter"),
+        (conf_args(c, URL, "", &[]), "--trusted-public-key"),
         (
-            vec![
-                "--nix-conf",
-                c,
-                "--substituter",
-                URL,
-                "--trusted-public-key",
-                "bad-1:AAAA",
-            ],
-            "--trusted-public-key",
-        ),
-        (
-            vec![
-                "--nix-conf",
-                c,
-                "--substituter",
-                URL,
-                "--trusted-public-key",
-                "nocolon",
-            ],
-            "--trusted-public-key",
-        ),
-        (
-            vec![
-                "--nix-conf",
-                c,
-                "--substituter",
-                "not a url",
-                "--trusted-public-key",
-                &key,
-            ],
-            "--substituter",
-        ),
-        (
-            vec!["--nix-conf", c, "--substituter", URL],
-            "--trusted-public-key",
-        ),
-        (
-            vec![
-                "--nix-conf",
-                c,
-                "--substituter",
-                URL,
-                "--trusted-public-key",
-                &key,
-                "--secret-key-file",
-                "rel/key",
-            ],
+            conf_args(c, URL, &key, &["--secret-key-file", "rel/key"]),
             "--secret-key-file",
         ),
         (vec!["--substituter", URL], "--nix-conf"),
@@ -457,14 +389,7 @@ fn bad_input_is_refused_and_changes_nothing() {
     // A broken managed block is reported with its line and left alone.
     let broken = "# mine\n# BEGIN nix-binary-cache (managed)\nextra-substituters = x\n";
     std::fs::write(&conf, broken).unwrap();
-    let o = configure(&[
-        "--nix-conf",
-        c,
-        "--substituter",
-        URL,
-        "--trusted-public-key",
-        &key,
-    ]);
+    let o = configure(&conf_args(c, URL, &key, &[]));
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
     assert!(
         stderr(&o).contains("line 2") && stderr(&o).contains(c),
@@ -474,14 +399,7 @@ fn bad_input_is_refused_and_changes_nothing() {
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), broken);
 
     // A directory where nix.conf should be.
-    let o = configure(&[
-        "--nix-conf",
-        dir.path().to_str().unwrap(),
-        "--substituter",
-        URL,
-        "--trusted-public-key",
-        &key,
-    ]);
+    let o = configure(&conf_args(dir.path().to_str().unwrap(), URL, &key, &[]));
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
     assert!(stderr(&o).contains("is a directory"), "{}", show(&o));
 
@@ -513,12 +431,7 @@ fn bad_input_is_refused_and_changes_nothing() {
     );
 
     // No temporary files left anywhere.
-    let mut names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["nix.conf", "writer.env"]);
+    assert_eq!(common::listing(dir.path()), ["nix.conf", "writer.env"]);
 }
 
 #[test]
@@ -583,33 +496,22 @@ fn an_untrusted_user_is_told_the_daemon_ignores_the_file() {
 
 #[test]
 fn no_secret_in_argv_env_or_output() {
-    if Command::new("strace").arg("-V").output().is_err() {
-        eprintln!("strace is not installed (scripts/setup.sh installs it): skipping");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let secret = nix_binary_cache::credentials::random_secret();
     let writer = write_writer_env(dir.path(), "writer-id", &secret);
     let creds = dir.path().join("credentials");
-    let log = dir.path().join("strace.log");
     for extra in [&["--dry-run"][..], &[], &["--dry-run"]] {
-        let o = Command::new("strace")
-            .args(["-f", "-v", "-s", "65536", "-e", "trace=execve", "-o"])
-            .arg(&log)
-            .arg(common::bin())
-            .args([
-                "configure",
-                "--aws-credentials-file",
-                creds.to_str().unwrap(),
-            ])
-            .args(["--writer-credentials-file", writer.to_str().unwrap()])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", show(&o));
-        let trace = std::fs::read_to_string(&log).unwrap();
-        assert!(trace.contains("execve("), "{trace}");
-        for text in [trace, String::from_utf8_lossy(&o.stdout).into(), stderr(&o)] {
+        let mut args = vec![
+            "configure",
+            "--aws-credentials-file",
+            creds.to_str().unwrap(),
+        ];
+        args.extend(["--writer-credentials-file", writer.to_str().unwrap()]);
+        args.extend(extra);
+        let Some((out, trace)) = common::traced_run(&args) else {
+            return;
+        };
+        for text in [trace, out] {
             assert!(!text.contains(&secret), "the secret leaked: {text}");
         }
     }

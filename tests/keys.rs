@@ -29,12 +29,17 @@ fn build_chain(nix: &TestNix, tag: &str, n: usize) -> String {
 
 /// Runs `keys generate` and returns the public key it prints last.
 fn generate(secret: &Path, name: &str) -> String {
-    let out = ok(cmd()
+    let out = ok(run_generate(secret, name));
+    out.lines().last().expect("a public key line").to_string()
+}
+
+/// Runs `keys generate --name NAME --secret-key-file SECRET`.
+fn run_generate(secret: &Path, name: &str) -> std::process::Output {
+    cmd()
         .args(["keys", "generate", "--name", name, "--secret-key-file"])
         .arg(secret)
         .output()
-        .unwrap());
-    out.lines().last().expect("a public key line").to_string()
+        .unwrap()
 }
 
 /// Mode bits of a file.
@@ -46,16 +51,6 @@ fn mode(path: &Path) -> u32 {
 fn secret_part(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap();
     text.trim().split_once(':').unwrap().1.to_string()
-}
-
-/// Files in `dir` (names), to check nothing partial was left behind.
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 /// A secret key made by `nix key generate-secret`, and its public key from
@@ -233,17 +228,7 @@ fn generate_creates_once_and_never_overwrites() {
     let secret = dir.path().join("state/keys/cache.sec");
     let public_file = dir.path().join("state/keys/cache.sec.pub");
 
-    let out = ok(cmd()
-        .args([
-            "keys",
-            "generate",
-            "--name",
-            "cache.test-1",
-            "--secret-key-file",
-        ])
-        .arg(&secret)
-        .output()
-        .unwrap());
+    let out = ok(run_generate(&secret, "cache.test-1"));
     assert!(out.contains(": created"), "{out}");
     let public = out.lines().last().unwrap().to_string();
     assert!(public.starts_with("cache.test-1:"), "{out}");
@@ -259,17 +244,7 @@ fn generate_creates_once_and_never_overwrites() {
     let mtime = std::fs::metadata(&secret).unwrap().mtime_nsec();
 
     // Second run: nothing changes, the same key is reported.
-    let out = ok(cmd()
-        .args([
-            "keys",
-            "generate",
-            "--name",
-            "cache.test-1",
-            "--secret-key-file",
-        ])
-        .arg(&secret)
-        .output()
-        .unwrap());
+    let out = ok(run_generate(&secret, "cache.test-1"));
     assert!(
         !out.contains("created") && !out.contains("updated"),
         "{out}"
@@ -281,17 +256,7 @@ fn generate_creates_once_and_never_overwrites() {
 
     // A lost or stale public key file is rewritten from the secret key.
     std::fs::write(&public_file, "stale\n").unwrap();
-    let out = ok(cmd()
-        .args([
-            "keys",
-            "generate",
-            "--name",
-            "cache.test-1",
-            "--secret-key-file",
-        ])
-        .arg(&secret)
-        .output()
-        .unwrap());
+    let out = ok(run_generate(&secret, "cache.test-1"));
     assert!(out.contains("cache.sec.pub: updated"), "{out}");
     assert_eq!(
         std::fs::read_to_string(&public_file).unwrap(),
@@ -319,17 +284,7 @@ fn generate_creates_once_and_never_overwrites() {
     );
 
     // Another name for the same file: refused, the key is kept.
-    let o = cmd()
-        .args([
-            "keys",
-            "generate",
-            "--name",
-            "cache.test-2",
-            "--secret-key-file",
-        ])
-        .arg(&secret)
-        .output()
-        .unwrap();
+    let o = run_generate(&secret, "cache.test-2");
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -361,7 +316,11 @@ fn key_names_are_checked() {
             show(&o)
         );
     }
-    assert!(listing(dir.path()).is_empty(), "{:?}", listing(dir.path()));
+    assert!(
+        common::listing(dir.path()).is_empty(),
+        "{:?}",
+        common::listing(dir.path())
+    );
 
     // No `-N`: a warning, not a failure.
     let o = cmd()
@@ -431,17 +390,7 @@ fn bad_key_files_give_clear_errors_and_stay_untouched() {
         let p = dir.path().join(file);
         std::fs::write(&p, content).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        for args in [
-            vec!["keys", "public", p.to_str().unwrap()],
-            vec![
-                "keys",
-                "generate",
-                "--name",
-                "bad-case-1",
-                "--secret-key-file",
-                p.to_str().unwrap(),
-            ],
-        ] {
+        for args in read_and_generate(&p, "bad-case-1") {
             let o = cmd().args(&args).output().unwrap();
             assert_eq!(o.status.code(), Some(2), "{file}: {}", show(&o));
             let err = String::from_utf8_lossy(&o.stderr);
@@ -461,11 +410,7 @@ fn bad_key_files_give_clear_errors_and_stay_untouched() {
     }
 
     // A directory where the key file should be.
-    let o = cmd()
-        .args(["keys", "generate", "--name", "d-1", "--secret-key-file"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let o = run_generate(dir.path(), "d-1");
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("is a directory"),
@@ -476,17 +421,7 @@ fn bad_key_files_give_clear_errors_and_stay_untouched() {
     // A dangling symlink: not readable, and never replaced by a new key.
     let link = dir.path().join("dangling");
     std::os::unix::fs::symlink(dir.path().join("missing-target"), &link).unwrap();
-    for args in [
-        vec!["keys", "public", link.to_str().unwrap()],
-        vec![
-            "keys",
-            "generate",
-            "--name",
-            "d-1",
-            "--secret-key-file",
-            link.to_str().unwrap(),
-        ],
-    ] {
+    for args in read_and_generate(&link, "d-1") {
         let o = cmd().args(&args).output().unwrap();
         assert!(!o.status.success(), "{}", show(&o));
         let err = String::from_utf8_lossy(&o.stderr);
@@ -517,7 +452,7 @@ fn bad_key_files_give_clear_errors_and_stay_untouched() {
     let mut want: Vec<String> = cases.iter().map(|c| c.0.to_string()).collect();
     want.push("dangling".into());
     want.sort();
-    assert_eq!(listing(dir.path()), want);
+    assert_eq!(common::listing(dir.path()), want);
 }
 
 #[test]
@@ -539,11 +474,7 @@ fn readable_secret_key_warns() {
     );
     assert!(!err.contains(&secret_part(&secret)));
     // Generate keeps the key (and warns) rather than touching it.
-    let o = cmd()
-        .args(["keys", "generate", "--name", "mode-1", "--secret-key-file"])
-        .arg(&secret)
-        .output()
-        .unwrap();
+    let o = run_generate(&secret, "mode-1");
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("0644"),
         "{}",
@@ -555,43 +486,21 @@ fn readable_secret_key_warns() {
 
 #[test]
 fn no_secret_in_argv_env_or_output() {
-    if std::process::Command::new("strace")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
-        eprintln!("strace is not installed (scripts/setup.sh installs it): skipping");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("k.sec");
-    let log = dir.path().join("strace.log");
-    let run = |args: &[&str]| {
-        let o = std::process::Command::new("strace")
-            .args(["-f", "-v", "-s", "65536", "-e", "trace=execve", "-o"])
-            .arg(&log)
-            .arg(common::bin())
-            .args(args)
-            .env_remove("AWS_SECRET_ACCESS_KEY")
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", show(&o));
-        let mut all = String::from_utf8_lossy(&o.stdout).into_owned();
-        all.push_str(&String::from_utf8_lossy(&o.stderr));
-        let trace = std::fs::read_to_string(&log).unwrap();
-        assert!(trace.contains("execve("), "strace logged nothing: {trace}");
-        (all, trace)
-    };
     let s = secret.to_str().unwrap();
-    let (out1, trace1) = run(&[
+    let gen_args = [
         "keys",
         "generate",
         "--name",
         "argv-1",
         "--secret-key-file",
         s,
-    ]);
-    let (out2, trace2) = run(&["keys", "public", s]);
+    ];
+    let Some((out1, trace1)) = common::traced_run(&gen_args) else {
+        return;
+    };
+    let (out2, trace2) = common::traced_run(&["keys", "public", s]).unwrap();
     let b64 = secret_part(&secret);
     // The seed alone, too, in case it were ever printed separately.
     let seed_b64 = {
@@ -605,6 +514,16 @@ fn no_secret_in_argv_env_or_output() {
         assert!(!text.contains(&b64), "secret key found in {text}");
         assert!(!text.contains(&seed_b64[..40]), "seed found in {text}");
     }
+}
+
+/// The two commands that read a secret key file: `keys public PATH` and
+/// `keys generate --name NAME --secret-key-file PATH`.
+fn read_and_generate<'a>(path: &'a Path, name: &'a str) -> [Vec<&'a str>; 2] {
+    let p = path.to_str().unwrap();
+    [
+        vec!["keys", "public", p],
+        vec!["keys", "generate", "--name", name, "--secret-key-file", p],
+    ]
 }
 
 fn base64_of(bytes: &[u8]) -> String {

@@ -110,3 +110,43 @@ pub fn minio_sdk(
     );
     serde_json::from_slice(&out.stdout).expect("minio_sdk.py answers JSON")
 }
+
+/// Runs the helper with `args` under `strace -f -v -e trace=execve`, and
+/// returns its stdout+stderr and the trace: the argv and environment of
+/// every program it (or anything it spawns) executes, for checking that no
+/// secret is passed on a command line. `None` when strace is not installed
+/// (scripts/setup.sh installs it).
+pub fn traced_run(args: &[&str]) -> Option<(String, String)> {
+    if Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("strace is not installed (scripts/setup.sh installs it): skipping");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("strace.log");
+    let o = Command::new("strace")
+        .args(["-f", "-v", "-s", "65536", "-e", "trace=execve", "-o"])
+        .arg(&log)
+        .arg(bin())
+        .args(args)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let trace = std::fs::read_to_string(&log).unwrap();
+    assert!(trace.contains("execve("), "strace logged nothing: {trace}");
+    let mut out = String::from_utf8_lossy(&o.stdout).into_owned();
+    out.push_str(&String::from_utf8_lossy(&o.stderr));
+    Some((out, trace))
+}
+
+/// The names of the entries of `dir`, sorted: to check that nothing
+/// (no temporary or partial file) was left behind.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
