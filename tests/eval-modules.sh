@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Evaluates the NixOS and home-manager modules with lib.evalModules, from a
+# nixpkgs.lib checkout (NIXPKGS_LIB) and a home-manager checkout
+# (HOME_MANAGER), with minimal stand-ins for the options of NixOS and
+# home-manager the modules set (tests/eval/*-stubs.nix). It checks the
+# produced nix.settings, units, hook, activation scripts and manifests, that
+# every assertion fires on its bad configuration, that the README example
+# still produces tests/golden/readme-manifest.toml, and that the VM tests'
+# Python scripts compile.
+#
+#   NIXPKGS_LIB=~/src/nixpkgs.lib HOME_MANAGER=~/src/home-manager bash tests/eval-modules.sh
+#   UPDATE_GOLDEN=1 NIXPKGS_LIB=... bash tests/eval-modules.sh   # rewrite the golden file
+#
+# nixpkgs itself cannot be a dependency of this test (nor committed), so
+# without NIXPKGS_LIB it says that it skipped and succeeds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ -z "${NIXPKGS_LIB:-}" ]]; then
+  echo "module evaluation: skipped (set NIXPKGS_LIB to a nixpkgs.lib checkout, and HOME_MANAGER to a home-manager checkout, to run it)"
+  exit 0
+fi
+NIXPKGS_LIB="$(cd "$NIXPKGS_LIB" && pwd)"
+[[ -f "$NIXPKGS_LIB/lib/default.nix" ]] || {
+  echo "NIXPKGS_LIB=$NIXPKGS_LIB has no lib/default.nix: give the root of a nixpkgs or nixpkgs.lib checkout" >&2
+  exit 2
+}
+
+golden=tests/golden/readme-manifest.toml
+example=tests/golden/readme-example.nix
+
+eval_json() { # FILE ATTR [--arg NAME VALUE...]
+  local file=$1 attr=$2
+  shift 2
+  nix-instantiate --eval --read-write-mode --strict --json "$file" -A "$attr" \
+    --argstr nixpkgsLib "$NIXPKGS_LIB" "$@"
+}
+
+report() { # NAME FILE ATTR [ARGS...]: evaluate, print failures and a summary
+  local name=$1 out
+  shift
+  if ! out=$(eval_json "$@"); then
+    echo "FAIL $name: the evaluation failed (see above)"
+    return 1
+  fi
+  python3 - "$name" "$out" <<'PY'
+import json, sys
+name, result = sys.argv[1], json.loads(sys.argv[2])
+for f in result["failures"]:
+    print(f"FAIL {name}: {f}")
+if result["failures"]:
+    print(f"{name}: {len(result['failures'])} of {result['checks']} checks failed")
+    sys.exit(1)
+print(f"{name}: {result['checks']} checks passed")
+PY
+}
+
+if [[ -n "${UPDATE_GOLDEN:-}" ]]; then
+  nix-instantiate --eval --read-write-mode --strict --json --expr '
+    { nixpkgsLib }:
+    let lib = import "${nixpkgsLib}/lib";
+    in import ./tests/eval/toml.nix { inherit lib; }
+      "# The manifest the NixOS module writes for tests/golden/readme-example.nix\n# (the README example). Regenerate: UPDATE_GOLDEN=1 bash tests/eval-modules.sh\n"
+      (import ./tests/eval/nixos.nix { inherit nixpkgsLib; }).golden
+  ' --argstr nixpkgsLib "$NIXPKGS_LIB" | python3 -c 'import json,sys; sys.stdout.write(json.load(sys.stdin))' >"$golden.tmp"
+  mv "$golden.tmp" "$golden"
+  echo "wrote $golden"
+fi
+
+status=0
+
+# The README shows the example verbatim, so the golden file is what a reader
+# who copies it gets.
+python3 - "$example" <<'PY' || status=1
+import sys
+example = open(sys.argv[1]).read()
+if example not in open("README.md").read():
+    print(f"FAIL readme: README.md does not contain {sys.argv[1]} verbatim")
+    sys.exit(1)
+print("readme: the example is in README.md")
+PY
+
+report "nixos module" tests/eval/nixos.nix result || status=1
+
+# The VM tests need KVM and nixpkgs; here their Python is at least compiled.
+if scripts=$(eval_json tests/eval/vm-scripts.nix "" ); then
+  python3 -c '
+import ast, json, sys
+for name, src in json.load(sys.stdin).items():
+    ast.parse(src, f"nix/tests/{name}.nix testScript")
+    print(f"vm test {name}: the test script compiles")
+' <<<"$scripts" || status=1
+else
+  echo "FAIL vm tests: their scripts do not evaluate (see above)"
+  status=1
+fi
+
+if [[ -n "${HOME_MANAGER:-}" ]]; then
+  HOME_MANAGER="$(cd "$HOME_MANAGER" && pwd)"
+  report "home-manager module" tests/eval/home-manager.nix result \
+    --argstr homeManager "$HOME_MANAGER" || status=1
+else
+  echo "home-manager module: skipped (set HOME_MANAGER to a home-manager checkout to run it)"
+fi
+
+exit $status

@@ -1,0 +1,49 @@
+# Tiny assertion helpers for the module evaluation tests: each returns a
+# list of failure messages (empty when the expectation holds).
+{ lib }:
+let
+  show = v: builtins.toJSON v;
+in
+rec {
+  eq =
+    name: actual: expected:
+    if actual == expected then [ ] else [ "${name}: expected ${show expected}, got ${show actual}" ];
+
+  that = name: cond: if cond then [ ] else [ name ];
+
+  contains =
+    name: haystack: needle:
+    if lib.hasInfix needle haystack then
+      [ ]
+    else
+      [ "${name}: expected to contain ${show needle}, got ${show haystack}" ];
+
+  hasElem =
+    name: list: x:
+    if lib.elem x list then [ ] else [ "${name}: expected ${show list} to contain ${show x}" ];
+
+  # Messages of the assertions that fail in `config`.
+  failedAssertions = config: map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
+
+  # Exactly one failing assertion, and it mentions `fragment`.
+  firesOnly =
+    name: config: fragment:
+    let
+      failed = failedAssertions config;
+    in
+    if lib.length failed == 1 && lib.hasInfix fragment (lib.head failed) then
+      [ ]
+    else
+      [ "${name}: expected one failing assertion about ${show fragment}, got ${show failed}" ];
+
+  noAssertionFails =
+    name: config:
+    let
+      failed = failedAssertions config;
+    in
+    if failed == [ ] then [ ] else [ "${name}: unexpected failing assertions ${show failed}" ];
+
+  # The content of a file whose path is the last word of a command line.
+  lastWordFile = cmd: builtins.readFile (lib.last (lib.splitString " " cmd));
+  jsonFile = path: builtins.fromJSON (builtins.readFile path);
+}
