@@ -117,7 +117,10 @@ in
           `nix.settings` when `nix.package` is set (with defaults for
           `connect-timeout`, `fallback` and `narinfo-cache-negative-ttl`),
           otherwise through the helper's managed block in
-          {file}`$XDG_CONFIG_HOME/nix/nix.conf`, which keeps every other line.
+          {file}`$XDG_CONFIG_HOME/nix/nix.conf`, which keeps every other line
+          (that block carries `connect-timeout` and
+          `narinfo-cache-negative-ttl` from the options below, and
+          `fallback = true`).
 
           ${untrustedNote}
         '';
@@ -192,7 +195,9 @@ in
         home.activation.nixBinaryCacheConfigure = lib.hm.dag.entryAfter [ "writeBoundary" ] ''
           run ${exe} configure --nix-conf ${escapeShellArg nixConf} \
             --substituter ${escapeShellArg (manifestLib.substituterUrl cfg)} \
-            ${escapeShellArgs (lib.concatMap (k: [ "--trusted-public-key" k ]) trustedKeys)}
+            ${escapeShellArgs (lib.concatMap (k: [ "--trusted-public-key" k ]) trustedKeys)} \
+            --connect-timeout ${toString cfg.trust.connectTimeout} \
+            --narinfo-cache-negative-ttl ${toString cfg.trust.narinfoCacheNegativeTtl}
         '';
       })
     ]))
@@ -220,10 +225,11 @@ in
         (secretAssertion "push.writerCredentialsFile" cfg.push.writerCredentialsFile)
       ];
 
-      # Generate the signing key once; an existing file is never touched.
+      # Generate the signing key once; an existing file is never touched. The
+      # helper creates the directory 0700 and the key 0600, and prints the
+      # public key.
       home.activation.nixBinaryCacheSigningKey = lib.hm.dag.entryAfter [ "writeBoundary" ] ''
         if [[ ! -e ${escapeShellArg signingKeyFile} ]]; then
-          run mkdir -p -m 0700 ${escapeShellArg (dirOf signingKeyFile)}
           run ${exe} keys generate --name ${escapeShellArg (toString cfg.push.keyName)} \
             --secret-key-file ${escapeShellArg signingKeyFile} \
             --public-key-file ${escapeShellArg publicKeyFile}

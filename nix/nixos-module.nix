@@ -565,18 +565,17 @@ in
 
       # Generate the signing key once: fast, local, no network, so it fits the
       # activation script, which runs at every boot and switch. An existing
-      # file is never touched (sops-nix or agenix may provide it).
+      # file is never touched (sops-nix or agenix may provide it). The helper
+      # creates the directory 0700 and the key 0600, and prints the public
+      # key.
       system.activationScripts.nixBinaryCacheSigningKey = {
         deps = [ ];
         text = ''
           if [ ! -e ${escapeShellArg signingKeyFile} ]; then
-            [ -d ${escapeShellArg (dirOf signingKeyFile)} ] || install -d -m 0700 ${escapeShellArg (dirOf signingKeyFile)}
-            nbcPublicKey=$(${exe} keys generate --name ${escapeShellArg (toString cfg.push.keyName)} \
+            ${exe} keys generate --name ${escapeShellArg (toString cfg.push.keyName)} \
               --secret-key-file ${escapeShellArg signingKeyFile} \
-              --public-key-file ${escapeShellArg (publicKeyFile signingKeyFile)})
-            echo "nix-binary-cache: generated signing key ${signingKeyFile}." >&2
-            echo "nix-binary-cache: add its public key to services.nixBinaryCache.trust.publicKeys on every machine:" >&2
-            echo "  $nbcPublicKey" >&2
+              --public-key-file ${escapeShellArg (publicKeyFile signingKeyFile)}
+            echo "nix-binary-cache: add the public key above to services.nixBinaryCache.trust.publicKeys on every machine that uses the cache" >&2
           fi
         '';
       };

@@ -103,4 +103,84 @@ else
   echo "home-manager module: skipped (set HOME_MANAGER to a home-manager checkout to run it)"
 fi
 
+# The generated activation shell, run against the real helper: the module's
+# command lines and the helper's flags must agree, and a second run must
+# change nothing.
+helper=${NBC_HELPER:-}
+if [[ -z "$helper" ]]; then
+  cargo build --quiet --bin nix-binary-cache
+  helper=$PWD/target/debug/nix-binary-cache
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/prefix/bin"
+ln -s "$helper" "$work/prefix/bin/nix-binary-cache"
+hm_args=()
+[[ -n "${HOME_MANAGER:-}" ]] && hm_args=(--argstr homeManager "$HOME_MANAGER")
+if snippets=$(eval_json tests/eval/snippets.nix "" --argstr helperPrefix "$work/prefix" \
+  --argstr root "$work/root" "${hm_args[@]}"); then
+  python3 - "$work" "$snippets" <<'PY' || status=1
+import json, os, stat, subprocess, sys
+work, snippets = sys.argv[1], json.loads(sys.argv[2])
+root = f"{work}/root"
+failures = []
+
+def run(name, script, env=None):
+    # home-manager's `run`: print under DRY_RUN, run otherwise.
+    prelude = 'run() { if [[ -v DRY_RUN ]]; then echo "$@"; else "$@"; fi; }\n'
+    p = subprocess.run(["bash", "-euo", "pipefail", "-c", prelude + script],
+                       capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if p.returncode != 0:
+        failures.append(f"{name}: exit {p.returncode}\n{p.stdout}{p.stderr}")
+    return p.stdout + p.stderr
+
+def mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+def expect(name, cond):
+    if not cond:
+        failures.append(name)
+
+key = f"{root}/system/keys/builder-1.sec"
+first = run("nixos key activation", snippets["nixosSigningKey"])
+expect("nixos: the key is generated 0600 in a 0700 directory",
+       os.path.exists(key) and mode(key) == 0o600 and mode(os.path.dirname(key)) == 0o700)
+expect("nixos: the public key is printed with what to do",
+       "builder-1:" in first and "trust.publicKeys" in first)
+expect("nixos: NAME.pub is written", os.path.exists(f"{root}/system/keys/builder-1.pub"))
+before = open(key).read()
+again = run("nixos key activation (again)", snippets["nixosSigningKey"])
+expect(f"nixos: a second activation is silent and keeps the key, got {again!r}",
+       again == "" and open(key).read() == before)
+
+if "hmSigningKey" in snippets:
+    conf = f"{root}/home/.config/nix/nix.conf"
+    hkey = f"{root}/home/.local/share/nix-binary-cache/keys/alice-1.sec"
+    for name in ("hmSigningKey", "hmConfigure"):
+        run(f"{name} --dry-run", snippets[name], {"DRY_RUN": "1"})
+    expect("home-manager: --dry-run writes nothing", not os.path.exists(f"{root}/home"))
+    out = run("home-manager key activation", snippets["hmSigningKey"])
+    expect("home-manager: the key is generated 0600",
+           os.path.exists(hkey) and mode(hkey) == 0o600 and "alice-1:" in out)
+    run("home-manager configure", snippets["hmConfigure"])
+    text = open(conf).read() if os.path.exists(conf) else ""
+    expect(f"home-manager: nix.conf has the cache and its key, got {text!r}",
+           "https://s3.example.org/nix-cache" in text and "s3.example.org-1:" in text)
+    before = (open(hkey).read(), text)
+    run("home-manager key activation (again)", snippets["hmSigningKey"])
+    out = run("home-manager configure (again)", snippets["hmConfigure"])
+    expect(f"home-manager: a second activation changes nothing, got {out!r}",
+           (open(hkey).read(), open(conf).read()) == before and "unchanged" in out)
+
+for f in failures:
+    print(f"FAIL activation snippets: {f}")
+if failures:
+    sys.exit(1)
+print("activation snippets: run against the helper, idempotent")
+PY
+else
+  echo "FAIL activation snippets: they do not evaluate (see above)"
+  status=1
+fi
+
 exit $status

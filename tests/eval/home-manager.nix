@@ -70,7 +70,7 @@ let
     (h.eq "plain: configure runs after writeBoundary" configure.after [ "writeBoundary" ])
     (h.contains "plain: configure goes through `run` (dry-run aware)" configure.data "run /nix/store/")
     (h.contains "plain: configure arguments" configure.data
-      "configure --nix-conf ${q "/home/alice/.config/nix/nix.conf"} \\\n  --substituter ${q "https://s3.example.org/nix-cache"} \\\n  --trusted-public-key ${q key1} --trusted-public-key ${q key0}"
+      "configure --nix-conf ${q "/home/alice/.config/nix/nix.conf"} \\\n  --substituter ${q "https://s3.example.org/nix-cache"} \\\n  --trusted-public-key ${q key1} --trusted-public-key ${q key0} \\\n  --connect-timeout 5 \\\n  --narinfo-cache-negative-ttl 300"
     )
     (h.that "plain: no key generation without push" (!plain.home.activation ? nixBinaryCacheSigningKey))
     (h.eq "plain: manifest linked" plain.xdg.configFile."nix-binary-cache/manifest.toml".source plain.services.nixBinaryCache.manifestFile)
