@@ -19,6 +19,7 @@ pub mod nix32;
 pub mod nix_conf;
 pub mod pathinfo;
 pub mod provision;
+pub mod push;
 pub mod s3;
 pub mod signing;
 

@@ -1,14 +1,250 @@
-//! `push`: placeholder until its issue lands.
+//! `push`: upload store paths and their closures, signed, to the cache.
+//!
+//! The target comes from flags or from the manifest the Nix modules write
+//! (`--manifest`: its `cache` and `push` sections); a flag given as well
+//! overrides the manifest's value. The same target options serve
+//! `upload-queue`.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
+use crate::credentials::Credentials;
 use crate::error::{Error, Result};
+use crate::http::{Endpoint, EndpointConfig};
+use crate::manifest::{self, Manifest};
+use crate::push::{self, Cache, Compression, ProgressMode, PushOptions, Upstream};
+use crate::s3::{S3Client, validate_bucket_name};
+use crate::signing::SecretKey;
 
 /// Arguments of `push`.
 #[derive(Debug, clap::Args)]
-pub struct PushArgs {}
+pub struct PushArgs {
+    /// Store paths to push, or links to them (`./result`). Their closures
+    /// are pushed too unless --no-closure is given.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<String>,
+    #[command(flatten)]
+    pub target: PushTarget,
+}
+
+/// Where and how to push: flags, or a manifest with flags overriding it.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PushTarget {
+    /// Manifest written by the Nix modules; its `cache` and `push` sections
+    /// supply every option below that is not given as a flag.
+    #[arg(long, value_name = "PATH")]
+    pub manifest: Option<PathBuf>,
+    /// S3 endpoint URL, e.g. https://s3.example.org.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// Bucket of the cache.
+    #[arg(long, value_name = "NAME")]
+    pub bucket: Option<String>,
+    /// SigV4 region [default: us-east-1].
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// Env file with the writer's AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    #[arg(long, value_name = "PATH")]
+    pub writer_credentials_file: Option<PathBuf>,
+    /// Nix secret key file (`name:base64`) that signs the narinfos.
+    #[arg(long, value_name = "PATH")]
+    pub signing_key_file: Option<PathBuf>,
+    /// NARs uploaded at once [default: 4].
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// NAR compression [default: zstd]. xz is smaller but several times
+    /// slower, and its encoder needs ~94 MiB at level 6.
+    #[arg(long, value_enum)]
+    pub compression: Option<Compression>,
+    /// Compression level (zstd 1-19, default 3; xz 0-9, default 6).
+    #[arg(long, value_name = "N")]
+    pub compression_level: Option<i32>,
+    /// Do not upload paths this cache already serves (one HEAD per path);
+    /// repeatable, e.g. --skip-if-substitutable https://cache.nixos.org.
+    #[arg(long, value_name = "URL")]
+    pub skip_if_substitutable: Vec<String>,
+    /// Push only the given paths; their references must already be in the
+    /// cache or an upstream, or those paths are refused.
+    #[arg(long)]
+    pub no_closure: bool,
+    /// Allow plain http to a host that is not loopback.
+    #[arg(long)]
+    pub allow_insecure_http: bool,
+    /// Extra PEM CA bundle for a store with a self-signed certificate.
+    #[arg(long, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+    /// Print only errors and the summary.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Everything a push needs, resolved from flags and manifest.
+#[derive(Debug)]
+pub struct ResolvedTarget {
+    /// The bucket, with a client signing as the writer.
+    pub cache: Cache,
+    /// The signing key.
+    pub key: SecretKey,
+    /// Push options.
+    pub options: PushOptions,
+}
+
+fn required<T>(v: Option<T>, flag: &str, field: &str) -> Result<T> {
+    v.ok_or_else(|| {
+        Error::config(
+            flag,
+            format!("missing: give {flag}, or --manifest with {field} set"),
+        )
+    })
+}
+
+impl PushTarget {
+    /// Reads the manifest (if any), the credentials and the key, and checks
+    /// every value; errors name the flag or manifest field.
+    pub fn resolve(&self) -> Result<ResolvedTarget> {
+        let m: Option<Manifest> = self.manifest.as_deref().map(manifest::load).transpose()?;
+        let cache_m = m.as_ref().map(|m| &m.cache);
+        let push_m = m.as_ref().and_then(|m| m.push.as_ref());
+
+        let endpoint = required(
+            self.endpoint
+                .clone()
+                .or(cache_m.map(|c| c.endpoint.clone())),
+            "--endpoint",
+            "cache.endpoint",
+        )?;
+        let bucket = required(
+            self.bucket.clone().or(cache_m.map(|c| c.bucket.clone())),
+            "--bucket",
+            "cache.bucket",
+        )?;
+        validate_bucket_name(&bucket).map_err(|e| Error::config("--bucket", e))?;
+        let creds_file = required(
+            self.writer_credentials_file
+                .clone()
+                .or(push_m.map(|p| p.writer_credentials_file.clone())),
+            "--writer-credentials-file",
+            "push.writerCredentialsFile",
+        )?;
+        let key_file = required(
+            self.signing_key_file
+                .clone()
+                .or(push_m.map(|p| p.signing_key_file.clone())),
+            "--signing-key-file",
+            "push.signingKeyFile",
+        )?;
+        let allow_insecure_http =
+            self.allow_insecure_http || cache_m.is_some_and(|c| c.allow_insecure_http);
+        let ca_file = self
+            .ca_file
+            .clone()
+            .or(cache_m.and_then(|c| c.ca_file.clone()));
+
+        let mut cfg = EndpointConfig::new(&endpoint)?;
+        cfg.region = self
+            .region
+            .clone()
+            .or(cache_m.map(|c| c.region.clone()))
+            .unwrap_or_else(|| "us-east-1".into());
+        cfg.allow_insecure_http = allow_insecure_http;
+        cfg.ca_file = ca_file.clone();
+        // Parts of 8 MiB over a slow uplink need more than the default.
+        cfg.timeout = Duration::from_secs(300);
+        let path_style = cache_m.is_none_or(|c| c.path_style);
+        let creds = Credentials::from_env_file(&creds_file)?;
+        let client = S3Client::new(Endpoint::new(cfg)?, Some(creds), path_style);
+
+        let key = SecretKey::from_file(&key_file)?;
+        if let Some(p) = push_m
+            && p.key_name != key.name
+        {
+            return Err(Error::invalid_file(
+                &key_file,
+                format!(
+                    "holds the key `{}`, but push.keyName is `{}`; clients trust keys by name",
+                    key.name, p.key_name
+                ),
+            ));
+        }
+
+        let compression = match (self.compression, push_m) {
+            (Some(c), _) => c,
+            (None, Some(p)) => Compression::parse(&p.compression)
+                .map_err(|e| Error::config("push.compression", e))?,
+            (None, None) => Compression::Zstd,
+        };
+        let level = self
+            .compression_level
+            .or(push_m.and_then(|p| p.compression_level));
+        if let Some(l) = level {
+            compression
+                .check_level(l)
+                .map_err(|e| Error::config("--compression-level", e))?;
+        }
+        let jobs = self.jobs.or(push_m.map(|p| p.jobs as usize)).unwrap_or(4);
+        if jobs == 0 {
+            return Err(Error::config("--jobs", "must be at least 1"));
+        }
+        let upstream_urls = if self.skip_if_substitutable.is_empty() {
+            push_m
+                .map(|p| p.skip_if_substitutable.clone())
+                .unwrap_or_default()
+        } else {
+            self.skip_if_substitutable.clone()
+        };
+        let upstreams = upstream_urls
+            .iter()
+            .map(|u| {
+                Upstream::new(u, allow_insecure_http, ca_file.clone()).map_err(|e| match e {
+                    Error::InvalidConfig { message, .. } => {
+                        Error::config("--skip-if-substitutable", message)
+                    }
+                    other => other,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let options = PushOptions {
+            compression,
+            level,
+            jobs,
+            closure: !self.no_closure,
+            upstreams,
+            store_dir: cache_m
+                .map(|c| c.store_dir.clone())
+                .unwrap_or_else(|| crate::pathinfo::DEFAULT_STORE_DIR.into()),
+            progress: if self.quiet {
+                ProgressMode::Quiet
+            } else {
+                ProgressMode::Auto
+            },
+            ..PushOptions::default()
+        };
+        Ok(ResolvedTarget {
+            cache: Cache::new(client, bucket),
+            key,
+            options,
+        })
+    }
+}
+
+/// The spool directory from the manifest, for queue commands given only
+/// `--manifest`.
+pub fn manifest_spool(path: &Path) -> Result<Option<PathBuf>> {
+    Ok(manifest::load(path)?.push.map(|p| p.spool_dir))
+}
 
 /// Runs `push`.
-pub fn run(_args: PushArgs) -> Result<ExitCode> {
-    Err(Error::Other("`push` is not implemented yet".into()))
+pub fn run(args: PushArgs) -> Result<ExitCode> {
+    let t = args.target.resolve()?;
+    let report = crate::cli::block_on(push::push(&t.cache, &t.key, &t.options, &args.paths))?;
+    println!("{}", report.summary());
+    if report.ok() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for (path, why) in &report.failed {
+            eprintln!("error: {path}: {why}");
+        }
+        Ok(ExitCode::from(1))
+    }
 }
