@@ -271,42 +271,32 @@ fn ca_string(v: &Value) -> Result<String, String> {
 
 /// Runs `nix path-info --json` on `paths` (with `--recursive`: their
 /// closures). Paths are passed in batches so that a long queue never hits
-/// the argument length limit.
+/// the argument length limit. Paths that are not valid are listed in
+/// [`PathInfos::invalid`], whichever way the Nix version reports them.
 pub fn query(paths: &[String], recursive: bool, store_dir: &str) -> Result<PathInfos> {
     let mut all = PathInfos::default();
     let mut seen = BTreeSet::new();
     for batch in paths.chunks(2000) {
-        let mut cmd = Command::new("nix");
-        cmd.args([
-            "--extra-experimental-features",
-            "nix-command",
-            "path-info",
-            "--json",
-        ]);
-        if recursive {
-            cmd.arg("--recursive");
-        }
-        cmd.arg("--").args(batch);
-        let shown = format!(
-            "nix path-info --json{} ({} paths)",
-            if recursive { " --recursive" } else { "" },
-            batch.len()
-        );
-        let out = cmd.output().map_err(|e| Error::Nix {
-            command: shown.clone(),
-            message: format!("cannot run nix: {e} (is Nix installed and on PATH?)"),
-        })?;
-        if !out.status.success() {
-            return Err(Error::Nix {
-                command: shown,
-                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let infos = parse_json(&text, store_dir).map_err(|message| Error::Nix {
-            command: shown.clone(),
-            message: format!("unreadable output: {message}"),
-        })?;
+        let infos = match run_path_info(batch, recursive, store_dir) {
+            Ok(infos) => infos,
+            // `--recursive` fails outright on an invalid path (Nix 2.8);
+            // without it, Nix reports which paths are invalid.
+            Err(e) if recursive => {
+                let flat = run_path_info(batch, false, store_dir)?;
+                if flat.invalid.is_empty() {
+                    return Err(e);
+                }
+                let valid: Vec<String> = flat.valid.into_iter().map(|p| p.path).collect();
+                let mut infos = if valid.is_empty() {
+                    PathInfos::default()
+                } else {
+                    run_path_info(&valid, true, store_dir)?
+                };
+                infos.invalid.extend(flat.invalid);
+                infos
+            }
+            Err(e) => return Err(e),
+        };
         for info in infos.valid {
             if seen.insert(info.path.clone()) {
                 all.valid.push(info);
@@ -315,6 +305,40 @@ pub fn query(paths: &[String], recursive: bool, store_dir: &str) -> Result<PathI
         all.invalid.extend(infos.invalid);
     }
     Ok(all)
+}
+
+fn run_path_info(paths: &[String], recursive: bool, store_dir: &str) -> Result<PathInfos> {
+    let mut cmd = Command::new("nix");
+    cmd.args([
+        "--extra-experimental-features",
+        "nix-command",
+        "path-info",
+        "--json",
+    ]);
+    if recursive {
+        cmd.arg("--recursive");
+    }
+    cmd.arg("--").args(paths);
+    let shown = format!(
+        "nix path-info --json{} ({} paths)",
+        if recursive { " --recursive" } else { "" },
+        paths.len()
+    );
+    let out = cmd.output().map_err(|e| Error::Nix {
+        command: shown.clone(),
+        message: format!("cannot run nix: {e} (is Nix installed and on PATH?)"),
+    })?;
+    if !out.status.success() {
+        return Err(Error::Nix {
+            command: shown,
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_json(&text, store_dir).map_err(|message| Error::Nix {
+        command: shown,
+        message: format!("unreadable output: {message}"),
+    })
 }
 
 /// Orders `infos` so that every path comes after the paths it references

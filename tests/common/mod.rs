@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod cache;
 pub mod minio_standin;
 pub mod nix;
 pub mod proxy;
