@@ -41,11 +41,7 @@ let
 
   keyDir = "${config.xdg.dataHome}/nix-binary-cache/keys";
   signingKeyFile = toString cfg.push.signingKeyFile;
-  publicKeyFile =
-    if lib.hasSuffix ".sec" signingKeyFile then
-      "${lib.removeSuffix ".sec" signingKeyFile}.pub"
-    else
-      "${signingKeyFile}.pub";
+  publicKeyFile = manifestLib.publicKeyFile signingKeyFile;
   nixConf = "${config.xdg.configHome}/nix/nix.conf";
 
   manifest =
@@ -74,16 +70,9 @@ let
     `trusted-public-keys`, after which any user may enable it.
   '';
 
-  secretAssertion = option: value: {
-    assertion = !manifestLib.inStore value;
-    message = ''
-      services.nixBinaryCache.${option} = "${toString value}" lies in the Nix
-      store (or is a Nix path literal, which is copied there), and every user
-      can read the store. Keep the secret outside it and give its location as a
-      string, e.g. "${config.xdg.configHome}/nix-binary-cache/writer.env"
-      (mode 0600) or a file from sops-nix or agenix.
-    '';
-  };
+  secretAssertion = manifestLib.secretAssertion ''
+    "${config.xdg.configHome}/nix-binary-cache/writer.env" (mode 0600) or a
+    file from sops-nix or agenix'';
 in
 {
   options.services.nixBinaryCache = manifestLib.cacheOptions // {
@@ -157,16 +146,7 @@ in
       xdg.configFile."nix-binary-cache/manifest.toml".source = manifest;
 
       assertions = [
-        {
-          assertion = cfg.allowInsecureHttp || !manifestLib.insecureHttp cfg.endpoint;
-          message = ''
-            services.nixBinaryCache.endpoint = "${cfg.endpoint}" is plain http to a
-            host that is not loopback: the writer's requests and the cache's
-            contents would cross the network unencrypted. Use https, or set
-            services.nixBinaryCache.allowInsecureHttp = true if the network is
-            trusted.
-          '';
-        }
+        (manifestLib.insecureAssertion cfg "endpoint" cfg.endpoint)
       ];
     }
 

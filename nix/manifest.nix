@@ -17,7 +17,6 @@ let
     types
     literalExpression
     ;
-
 in
 rec {
   # An option that holds the path of a secret. A string, not a Nix path: a
@@ -49,6 +48,35 @@ rec {
   # copied into the store by this).
   pathString = p: if p == null then null else toString p;
 
+  # The public key file written beside a secret key file `NAME.sec`.
+  publicKeyFile =
+    sk: if lib.hasSuffix ".sec" sk then "${lib.removeSuffix ".sec" sk}.pub" else "${sk}.pub";
+
+  # Assertion: a secret option must not name a file in the Nix store.
+  # `example` is a good place for such a file on this kind of system.
+  secretAssertion = example: option: value: {
+    assertion = !inStore value;
+    message = ''
+      services.nixBinaryCache.${option} = "${toString value}" lies in the Nix
+      store (or is a Nix path literal, which is copied there), and every user
+      can read the store. Keep the secret outside it and give its location as
+      a string, e.g. ${example}.
+    '';
+  };
+
+  # Assertion: no plain http to a host other than loopback unless allowed.
+  insecureAssertion = cfg: option: url: {
+    assertion = cfg.allowInsecureHttp || !insecureHttp url;
+    message = ''
+      services.nixBinaryCache.${option} = "${url}" is plain http to a host that
+      is not loopback: the writer's requests and the cache's contents would
+      cross the network unencrypted. Use https (with
+      services.nixBinaryCache.caFile for a private CA), or set
+      services.nixBinaryCache.allowInsecureHttp = true if the network is
+      trusted (a test VM, a WireGuard link).
+    '';
+  };
+
   # The host of a URL (`http://[::1]:9000/x` -> `::1`), or null.
   hostOf =
     url:
@@ -64,10 +92,17 @@ rec {
     else
       builtins.head (lib.splitString ":" authority);
 
-  # Same rule as the helper (src/http.rs is_loopback): localhost, 127/8, ::1.
+  # Same rule as the helper (src/http.rs is_loopback): localhost and
+  # *.localhost, 127/8, ::1.
   isLoopback =
     host:
-    host == "localhost" || host == "::1" || builtins.match "127[.][0-9]+[.][0-9]+[.][0-9]+" host != null;
+    let
+      h = lib.toLower host;
+    in
+    h == "localhost"
+    || lib.hasSuffix ".localhost" h
+    || h == "::1"
+    || builtins.match "127[.][0-9]+[.][0-9]+[.][0-9]+" h != null;
 
   # Plain http to a host other than loopback: credentials and signatures
   # would cross the network unencrypted.

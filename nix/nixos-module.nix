@@ -57,8 +57,7 @@ let
   signingKeyDir = "/var/lib/nix-binary-cache-keys";
   defaultSigningKeyFile =
     if cfg.push.keyName == null then null else "${signingKeyDir}/${cfg.push.keyName}.sec";
-  publicKeyFile =
-    sk: if lib.hasSuffix ".sec" sk then "${lib.removeSuffix ".sec" sk}.pub" else "${sk}.pub";
+  inherit (manifestLib) publicKeyFile;
 
   # The writer credentials file provision maintains on this host, if any.
   localWriterFile =
@@ -200,28 +199,10 @@ let
     };
   };
 
-  secretAssertion = option: value: {
-    assertion = !manifestLib.inStore value;
-    message = ''
-      services.nixBinaryCache.${option} = "${toString value}" lies in the Nix
-      store (or is a Nix path literal, which is copied there), and every user
-      can read the store. Keep the secret outside it and give its location as
-      a string, e.g. "/run/secrets/nix-cache" from sops-nix or agenix, or a
-      root-only file under /var/lib.
-    '';
-  };
-
-  insecureAssertion = option: url: {
-    assertion = cfg.allowInsecureHttp || !manifestLib.insecureHttp url;
-    message = ''
-      services.nixBinaryCache.${option} = "${url}" is plain http to a host that
-      is not loopback: the writer's requests and the cache's contents would
-      cross the network unencrypted. Use https (with
-      services.nixBinaryCache.caFile for a private CA), or set
-      services.nixBinaryCache.allowInsecureHttp = true if the network is
-      trusted (a test VM, a WireGuard link).
-    '';
-  };
+  secretAssertion = manifestLib.secretAssertion ''
+    "/run/secrets/nix-cache" from sops-nix or agenix, or a root-only file
+    under /var/lib'';
+  insecureAssertion = manifestLib.insecureAssertion cfg;
 
   keyNames = map (k: builtins.head (lib.splitString ":" k)) (
     cfg.trust.publicKeys ++ cfg.trust.retiredPublicKeys

@@ -118,14 +118,29 @@ rec {
     def closure(machine, path):
         return machine.succeed(f"nix-store -qR {path}").split()
 
+    def wait_pushed(machine, cache_url, top, key_name):
+        """Waits until every path of the closure of `top` is in the cache,
+        signed by `key_name`."""
+        for path in closure(machine, top):
+            machine.wait_until_succeeds(
+                f"curl -fsS {cache_url}/{hash_part(path)}.narinfo | grep -q '^Sig: {key_name}:'",
+                timeout=120,
+            )
+
     def last_run_log(machine, unit):
         """The journal of the unit's most recent invocation."""
         inv = machine.succeed(f"systemctl show -p InvocationID --value {unit}").strip()
         return machine.succeed(f"journalctl -o cat _SYSTEMD_INVOCATION_ID={inv}")
 
-    def assert_converged(log):
-        """A converged provision run reports no change."""
-        changed = [l for l in log.splitlines() if re.search(r"\b(created|updated)\b", l)]
+    def assert_reprovision_reads_only(machine):
+        """Runs provisioning again: a converged store reports no change."""
+        unit = "nix-binary-cache-provision.service"
+        machine.succeed(f"systemctl restart {unit}")
+        changed = [
+            line
+            for line in last_run_log(machine, unit).splitlines()
+            if re.search(r"\b(created|updated)\b", line)
+        ]
         assert not changed, f"a second provision run changed the store: {changed}"
   '';
 }

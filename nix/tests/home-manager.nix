@@ -107,7 +107,7 @@ pkgs.testers.runNixOSTest {
     with subtest("explicit push with the helper on PATH"):
         top = build(machine, "hm-push", user="alice")
         machine.succeed(f"${asAlice "nix-binary-cache push --manifest ~/.config/nix-binary-cache/manifest.toml {top}"}")
-        machine.succeed(f"curl -fsS ${local}/nix-cache/{hash_part(top)}.narinfo | grep -q '^Sig: ${keyName}:'")
+        wait_pushed(machine, "${local}/nix-cache", top, "${keyName}")
 
     with subtest("the user uploader drains the queue"):
         queued = build(machine, "hm-queue", user="alice")
@@ -115,9 +115,6 @@ pkgs.testers.runNixOSTest {
             f"${asAlice "OUT_PATHS={queued} nix-binary-cache enqueue --spool ~/.local/state/nix-binary-cache/spool"}"
         )
         machine.succeed("${asAlice "XDG_RUNTIME_DIR=/run/user/$(id -u) systemctl --user restart nix-binary-cache-upload.service"}")
-        machine.wait_until_succeeds(
-            f"curl -fsS ${local}/nix-cache/{hash_part(queued)}.narinfo | grep -q '^Sig: ${keyName}:'",
-            timeout=120,
-        )
+        wait_pushed(machine, "${local}/nix-cache", queued, "${keyName}")
   '';
 }

@@ -5,6 +5,46 @@ let
   show = v: builtins.toJSON v;
 in
 rec {
+  # Evaluates `module` with its option stand-ins and the stub pkgs, the
+  # helper package set to the stub, plus `modules`; returns the config.
+  evalWith =
+    {
+      module,
+      stubs,
+      pkgs,
+    }:
+    modules:
+    (lib.evalModules {
+      modules = [
+        module
+        stubs
+        {
+          _module.args.pkgs = pkgs;
+          services.nixBinaryCache.package = pkgs.nix-binary-cache;
+        }
+      ]
+      ++ modules;
+    }).config;
+
+  # The type of `nix.settings` in NixOS and home-manager: freeform, lists
+  # concatenate, atoms must agree.
+  nixSettingsType =
+    let
+      confAtom = lib.types.nullOr (
+        lib.types.oneOf [
+          lib.types.bool
+          lib.types.int
+          lib.types.float
+          lib.types.str
+          lib.types.path
+          lib.types.package
+        ]
+      );
+    in
+    lib.types.submodule {
+      freeformType = lib.types.attrsOf (lib.types.either confAtom (lib.types.listOf confAtom));
+    };
+
   eq =
     name: actual: expected:
     if actual == expected then [ ] else [ "${name}: expected ${show expected}, got ${show actual}" ];

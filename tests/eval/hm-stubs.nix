@@ -5,16 +5,6 @@
 { lib, pkgs, ... }:
 let
   inherit (lib) mkOption types;
-  confAtom = types.nullOr (
-    types.oneOf [
-      types.bool
-      types.int
-      types.float
-      types.str
-      types.path
-      types.package
-    ]
-  );
 in
 {
   options = {
@@ -43,9 +33,7 @@ in
       default = null;
     };
     nix.settings = mkOption {
-      type = types.submodule {
-        freeformType = types.attrsOf (types.either confAtom (types.listOf confAtom));
-      };
+      type = (import ./harness.nix { inherit lib; }).nixSettingsType;
       default = { };
     };
     xdg.configHome = mkOption {

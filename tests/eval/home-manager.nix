@@ -9,19 +9,11 @@ let
   h = import ./harness.nix { inherit lib; };
   q = lib.escapeShellArg;
 
-  eval =
-    modules:
-    (lib.evalModules {
-      modules = [
-        ../../nix/hm-module.nix
-        ./hm-stubs.nix
-        {
-          _module.args.pkgs = pkgs;
-          services.nixBinaryCache.package = pkgs.nix-binary-cache;
-        }
-      ]
-      ++ modules;
-    }).config;
+  eval = h.evalWith {
+    module = ../../nix/hm-module.nix;
+    stubs = ./hm-stubs.nix;
+    inherit pkgs;
+  };
 
   key1 = "s3.example.org-1:4klLDuxBlmx29Bsq3oCYya5t/ZdyGfmglIVmIGVUqcY=";
   key0 = "s3.example.org-0:KLe6st/rEhUJVoc/ky4bTw5hP/9KiqeyDzy2yEfowyI=";

@@ -5,16 +5,6 @@
 { lib, pkgs, ... }:
 let
   inherit (lib) mkOption types;
-  confAtom = types.nullOr (
-    types.oneOf [
-      types.bool
-      types.int
-      types.float
-      types.str
-      types.path
-      types.package
-    ]
-  );
   list = mkOption {
     type = types.listOf types.anything;
     default = [ ];
@@ -53,9 +43,7 @@ in
       default = pkgs.nix;
     };
     nix.settings = mkOption {
-      type = types.submodule {
-        freeformType = types.attrsOf (types.either confAtom (types.listOf confAtom));
-      };
+      type = (import ./harness.nix { inherit lib; }).nixSettingsType;
       default = { };
     };
     environment.systemPackages = mkOption {

@@ -10,19 +10,11 @@ let
   # Quoted as the module quotes (whether it quotes depends on the lib version).
   q = lib.escapeShellArg;
 
-  eval =
-    modules:
-    (lib.evalModules {
-      modules = [
-        ../../nix/nixos-module.nix
-        ./nixos-stubs.nix
-        {
-          _module.args.pkgs = pkgs;
-          services.nixBinaryCache.package = pkgs.nix-binary-cache;
-        }
-      ]
-      ++ modules;
-    }).config;
+  eval = h.evalWith {
+    module = ../../nix/nixos-module.nix;
+    stubs = ./nixos-stubs.nix;
+    inherit pkgs;
+  };
 
   readme = eval [ ../golden/readme-example.nix ];
   golden = builtins.fromTOML (builtins.readFile ../golden/readme-manifest.toml);
@@ -286,6 +278,7 @@ let
     (h.noAssertionFails "plain http to 127.0.0.1" (with_ { endpoint = "http://127.0.0.1:9000"; }))
     (h.noAssertionFails "plain http to localhost" (with_ { endpoint = "http://localhost:8333"; }))
     (h.noAssertionFails "plain http to [::1]" (with_ { endpoint = "http://[::1]:8333"; }))
+    (h.noAssertionFails "plain http to *.localhost" (with_ { endpoint = "http://s3.localhost:8333"; }))
     (h.firesOnly "plain http to 127.example.org is not loopback" (with_ { endpoint = "http://127.example.org"; }) "endpoint = ")
   ];
 

@@ -10,27 +10,30 @@
 }:
 let
   lib = import "${nixpkgsLib}/lib";
-  pkgs = import ./stub-pkgs.nix { inherit lib; };
-  helper = {
-    type = "derivation";
-    name = "nix-binary-cache";
-    outPath = helperPrefix;
-    meta.mainProgram = "nix-binary-cache";
+  h = import ./harness.nix { inherit lib; };
+  pkgs = import ./stub-pkgs.nix { inherit lib; } // {
+    nix-binary-cache = {
+      type = "derivation";
+      name = "nix-binary-cache";
+      outPath = helperPrefix;
+      meta.mainProgram = "nix-binary-cache";
+    };
   };
   cache = {
-    package = helper;
     enable = true;
     endpoint = "https://s3.example.org";
     bucket = "nix-cache";
     trust.publicKeys = [ "s3.example.org-1:4klLDuxBlmx29Bsq3oCYya5t/ZdyGfmglIVmIGVUqcY=" ];
   };
   nixos =
-    (lib.evalModules {
-      modules = [
-        ../../nix/nixos-module.nix
-        ./nixos-stubs.nix
+    h.evalWith
+      {
+        module = ../../nix/nixos-module.nix;
+        stubs = ./nixos-stubs.nix;
+        inherit pkgs;
+      }
+      [
         {
-          _module.args.pkgs = pkgs;
           services.nixBinaryCache = cache // {
             push = {
               enable = true;
@@ -41,15 +44,16 @@ let
           };
         }
       ];
-    }).config;
   hmLib = import "${homeManager}/modules/lib/stdlib-extended.nix" lib;
   hm =
-    (hmLib.evalModules {
-      modules = [
-        ../../nix/hm-module.nix
-        ./hm-stubs.nix
+    (import ./harness.nix { lib = hmLib; }).evalWith
+      {
+        module = ../../nix/hm-module.nix;
+        stubs = ./hm-stubs.nix;
+        inherit pkgs;
+      }
+      [
         {
-          _module.args.pkgs = pkgs;
           xdg.configHome = "${root}/home/.config";
           xdg.dataHome = "${root}/home/.local/share";
           services.nixBinaryCache = cache // {
@@ -61,7 +65,6 @@ let
           };
         }
       ];
-    }).config;
 in
 {
   nixosSigningKey = nixos.system.activationScripts.nixBinaryCacheSigningKey.text;
