@@ -1,6 +1,7 @@
 //! `keys`: the builder's signing key. `generate` makes it once and never
 //! replaces it, so it can run at every activation; `public` prints what
-//! clients must trust.
+//! clients must trust; `rotate` makes the next key (`-N` → `-(N+1)`) next to
+//! the old one; `retire` removes a retired key's signatures from the cache.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -20,6 +21,15 @@ pub enum KeysCommand {
     Generate(GenerateArgs),
     /// Print the public key of a secret key file (`name:base64`).
     Public(PublicArgs),
+    /// Create the next signing key (`name-N` → `name-(N+1)`), keeping the old one.
+    ///
+    /// The new key is written to a new file (0600; an existing file is
+    /// never overwritten: a second run finds the key made by the first and
+    /// says `unchanged`), its public key next to it as `.pub`. Prints the
+    /// public keys clients must trust during the overlap (old and new) and
+    /// the steps that follow: trust, sign with the new key, `resign`, and
+    /// after the overlap `keys retire`.
+    Rotate(RotateArgs),
 }
 
 /// Arguments of `keys generate`.
@@ -45,6 +55,20 @@ pub struct PublicArgs {
     pub secret_key_file: PathBuf,
 }
 
+/// Arguments of `keys rotate`.
+#[derive(Debug, clap::Args)]
+pub struct RotateArgs {
+    /// The current secret key file (kept as it is).
+    #[arg(long, value_name = "PATH")]
+    pub secret_key_file: PathBuf,
+    /// Where to create the new secret key. Default: the current file's path
+    /// with the old key name in its file name replaced by the new one
+    /// (`…/cache.example.org-1.sec` → `…/cache.example.org-2.sec`, the path
+    /// the Nix modules use), or `-N` appended.
+    #[arg(long, value_name = "PATH")]
+    pub new_secret_key_file: Option<PathBuf>,
+}
+
 /// Runs a `keys` subcommand.
 pub fn run(c: KeysCommand) -> Result<ExitCode> {
     match c {
@@ -53,6 +77,7 @@ pub fn run(c: KeysCommand) -> Result<ExitCode> {
             println!("{}", SecretKey::from_file(&a.secret_key_file)?.public());
             Ok(ExitCode::SUCCESS)
         }
+        KeysCommand::Rotate(a) => rotate(a),
     }
 }
 
@@ -63,6 +88,87 @@ pub fn default_public_key_file(secret_key_file: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// The default file of the key after `old` (a key named `old_name`, file
+/// `old_file`): the old name in the file name replaced by `new_name`, or
+/// `-N` (the new generation) appended.
+pub fn default_new_key_file(old_file: &Path, old_name: &str, new_name: &str) -> PathBuf {
+    let file_name = old_file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let new_file_name = match file_name.rfind(old_name) {
+        Some(i) => format!(
+            "{}{new_name}{}",
+            &file_name[..i],
+            &file_name[i + old_name.len()..]
+        ),
+        None => {
+            let n = signing::key_generation(new_name).unwrap_or_default();
+            format!("{file_name}-{n}")
+        }
+    };
+    old_file.with_file_name(new_file_name)
+}
+
+/// Writes the public key file of `key` next to its secret (`.pub`, 0644).
+fn write_public_key_file(
+    secret_file: &Path,
+    public_file: Option<PathBuf>,
+    public: &str,
+) -> Result<()> {
+    let pub_file = public_file.unwrap_or_else(|| default_public_key_file(secret_file));
+    fsutil::create_dir_all_mode(fsutil::parent_dir(&pub_file), 0o755)?;
+    let change = fsutil::write_if_changed(&pub_file, format!("{public}\n").as_bytes(), 0o644)?;
+    println!("public key {}: {change}", pub_file.display());
+    Ok(())
+}
+
+fn rotate(a: RotateArgs) -> Result<ExitCode> {
+    let old = SecretKey::from_file(&a.secret_key_file)?;
+    let new_name = signing::next_key_name(&old.name).ok_or_else(|| {
+        Error::invalid_file(
+            &a.secret_key_file,
+            format!(
+                "holds the key `{}`, whose name does not end in `-N`, so the next name cannot \
+                 be derived; create the new key with `keys generate --name {}-2 \
+                 --secret-key-file NEW` and follow the same steps",
+                old.name, old.name
+            ),
+        )
+    })?;
+    let new_file = a
+        .new_secret_key_file
+        .unwrap_or_else(|| default_new_key_file(&a.secret_key_file, &old.name, &new_name));
+    let (new, change) = signing::ensure_secret_key_file(&new_file, &new_name)?;
+    let (old_public, new_public) = (old.public().to_string(), new.public().to_string());
+    println!(
+        "old key {}: {} (kept; it stays trusted until retired)",
+        old.name,
+        a.secret_key_file.display()
+    );
+    println!("new key {new_name}: {} {change}", new_file.display());
+    write_public_key_file(&new_file, None, &new_public)?;
+    println!(
+        "\nTrust both public keys during the overlap:\n  {old_public}\n  {new_public}\n\n\
+         Next steps:\n\
+         1. On every machine that uses the cache, add `{new_public}` to trust.publicKeys and \
+         move `{old_public}` to trust.retiredPublicKeys (without the modules: \
+         trusted-public-keys), then switch.\n\
+         2. Sign new pushes with the new key: push.keyName = \"{new_name}\" and \
+         push.signingKeyFile = \"{nf}\" (or push --signing-key-file {nf}).\n\
+         3. Add the new key's signature to what the cache already holds: \
+         nix-binary-cache resign --signing-key-file {nf} --trusted-public-key {old_public} \
+         --endpoint … --bucket … --writer-credentials-file … (or --manifest).\n\
+         4. When every client trusts the new key: nix-binary-cache keys retire {old_name} \
+         --trusted-public-key {new_public} … (or --manifest), then remove the old key from \
+         trust.retiredPublicKeys and delete {of}.",
+        nf = new_file.display(),
+        old_name = old.name,
+        of = a.secret_key_file.display(),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn generate(a: GenerateArgs) -> Result<ExitCode> {
     signing::validate_key_name(&a.name).map_err(|m| Error::config("--name", m))?;
     if let Some(w) = signing::key_name_warning(&a.name) {
@@ -71,12 +177,28 @@ fn generate(a: GenerateArgs) -> Result<ExitCode> {
     let (key, change) = signing::ensure_secret_key_file(&a.secret_key_file, &a.name)?;
     println!("secret key {}: {change}", a.secret_key_file.display());
     let public = key.public().to_string();
-    let pub_file = a
-        .public_key_file
-        .unwrap_or_else(|| default_public_key_file(&a.secret_key_file));
-    fsutil::create_dir_all_mode(fsutil::parent_dir(&pub_file), 0o755)?;
-    let change = fsutil::write_if_changed(&pub_file, format!("{public}\n").as_bytes(), 0o644)?;
-    println!("public key {}: {change}", pub_file.display());
+    write_public_key_file(&a.secret_key_file, a.public_key_file, &public)?;
     println!("{public}");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_key_file_follows_the_old_one() {
+        let f = |old: &str| {
+            default_new_key_file(Path::new(old), "cache.example.org-1", "cache.example.org-2")
+        };
+        assert_eq!(
+            f("/var/lib/k/cache.example.org-1.sec"),
+            Path::new("/var/lib/k/cache.example.org-2.sec")
+        );
+        assert_eq!(
+            f("/var/lib/k/signing-key"),
+            Path::new("/var/lib/k/signing-key-2")
+        );
+        assert_eq!(f("key"), Path::new("key-2"));
+    }
 }
