@@ -226,6 +226,13 @@ in
           ConditionPathExists = signingKeyFile;
         };
         Service = {
+          # `nix path-info` supplies path metadata; a user manager's PATH is
+          # minimal, so name where Nix lives on NixOS and other systems.
+          Environment = [
+            "PATH=${
+              lib.optionalString (config.nix.package != null) "${config.nix.package}/bin:"
+            }%h/.nix-profile/bin:/etc/profiles/per-user/%u/bin:/nix/var/nix/profiles/default/bin:/run/current-system/sw/bin:/usr/bin:/bin"
+          ];
           ExecStart = "${exe} upload-queue --spool ${escapeShellArg cfg.push.spoolDir} --manifest ${manifest}";
           Restart = "on-failure";
           RestartSec = 10;

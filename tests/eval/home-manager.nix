@@ -97,6 +97,7 @@ let
     (h.eq "push: manifest has no provision section" (pusherManifest ? provision) false)
     (h.contains "uploader: ExecStart" uploader.Service.ExecStart "upload-queue --spool ${q "/home/alice/.local/state/nix-binary-cache/spool"} --manifest /nix/store/")
     (h.eq "uploader: restarts" uploader.Service.Restart "on-failure")
+    (h.contains "uploader: finds nix" (lib.head uploader.Service.Environment) "/run/current-system/sw/bin")
     (h.eq "uploader: wanted by default.target" uploader.Install.WantedBy [ "default.target" ])
     (h.eq "uploader: off by default" (with_ pushCfg).systemd.user.services { })
 
