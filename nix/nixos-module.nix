@@ -219,7 +219,13 @@ in
         # flake's nix/package.nix with the system's own nixpkgs.
         nix-binary-cache = pkgs.nix-binary-cache or (pkgs.callPackage ./package.nix { });
       }
-    ) "nix-binary-cache" { };
+    ) "nix-binary-cache" {
+      extraDescription = ''
+        Without this flake's overlay it is built from this flake's
+        {file}`nix/package.nix` with the system's nixpkgs, which needs the
+        Rust version named in {file}`Cargo.toml` (nixpkgs 26.05 has it).
+      '';
+    };
 
     manifestFile = mkOption {
       type = types.package;
@@ -396,8 +402,10 @@ in
       // {
         enable = mkEnableOption ''
           pushing: sign and upload what this machine builds. The nix-daemon's
-          post-build-hook queues each build's outputs instantly and an
-          uploader service drains the queue, retrying while the cache is down'';
+          post-build-hook queues each build's outputs instantly (of every build
+          the daemon runs, whichever user asked for it; substituted paths are
+          not queued) and an uploader service drains the queue, retrying while
+          the cache is down'';
 
         extraPostBuildHook = mkOption {
           type = types.nullOr types.path;

@@ -14,7 +14,17 @@ rec {
       pkgs,
     }:
     modules:
-    (lib.evalModules {
+    (evalFull { inherit module stubs pkgs; } modules).config;
+
+  # Like evalWith, but the whole result (config and options).
+  evalFull =
+    {
+      module,
+      stubs,
+      pkgs,
+    }:
+    modules:
+    lib.evalModules {
       modules = [
         module
         stubs
@@ -24,7 +34,20 @@ rec {
         }
       ]
       ++ modules;
-    }).config;
+    };
+
+  # Every option of services.nixBinaryCache has a description (RFC 42: the
+  # options are the documentation).
+  undocumented =
+    name: options:
+    let
+      docs = lib.optionAttrSetToDocList options.services.nixBinaryCache;
+      bare = map (o: o.name) (lib.filter (o: o.visible && (o.description or null) == null) docs);
+    in
+    if lib.length docs > 20 && bare == [ ] then
+      [ ]
+    else
+      [ "${name}: options without a description (of ${toString (lib.length docs)}): ${builtins.toJSON bare}" ];
 
   # The type of `nix.settings` in NixOS and home-manager: freeform, lists
   # concatenate, atoms must agree.

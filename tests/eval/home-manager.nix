@@ -9,11 +9,12 @@ let
   h = import ./harness.nix { inherit lib; };
   q = lib.escapeShellArg;
 
-  eval = h.evalWith {
+  evalArgs = {
     module = ../../nix/hm-module.nix;
     stubs = ./hm-stubs.nix;
     inherit pkgs;
   };
+  eval = h.evalWith evalArgs;
 
   key1 = "s3.example.org-1:4klLDuxBlmx29Bsq3oCYya5t/ZdyGfmglIVmIGVUqcY=";
   key0 = "s3.example.org-0:KLe6st/rEhUJVoc/ky4bTw5hP/9KiqeyDzy2yEfowyI=";
@@ -57,6 +58,7 @@ let
   storePath = "${builtins.storeDir}/00000000000000000000000000000000-writer.env";
 
   all = [
+    (h.undocumented "options" (h.evalFull evalArgs [ base ]).options)
     (h.noAssertionFails "plain: assertions" plain)
     (h.eq "plain: nix.settings untouched" plain.nix.settings { })
     (h.eq "plain: configure runs after writeBoundary" configure.after [ "writeBoundary" ])

@@ -10,11 +10,12 @@ let
   # Quoted as the module quotes (whether it quotes depends on the lib version).
   q = lib.escapeShellArg;
 
-  eval = h.evalWith {
+  evalArgs = {
     module = ../../nix/nixos-module.nix;
     stubs = ./nixos-stubs.nix;
     inherit pkgs;
   };
+  eval = h.evalWith evalArgs;
 
   readme = eval [ ../golden/readme-example.nix ];
   golden = builtins.fromTOML (builtins.readFile ../golden/readme-manifest.toml);
@@ -52,6 +53,7 @@ let
   activation = readme.system.activationScripts.nixBinaryCacheSigningKey;
 
   readmeChecks = [
+    (h.undocumented "options" (h.evalFull evalArgs [ ../golden/readme-example.nix ]).options)
     (h.noAssertionFails "readme: assertions" readme)
     (h.eq "readme: warnings" readme.warnings [ ])
     (h.eq "readme: manifest equals tests/golden/readme-manifest.toml" readmeManifest golden)
