@@ -589,7 +589,9 @@ in
           # Read the store through the daemon: the local store's database is
           # read-only under ProtectSystem=strict.
           NIX_REMOTE = "daemon";
-          XDG_CACHE_HOME = "/var/cache/${uploadUnit}";
+          # root's home is hidden (ProtectHome): Nix's caches and state go
+          # to the unit's cache directory instead.
+          HOME = "/var/cache/${uploadUnit}";
         };
         # Keeps retrying while credentials are missing, e.g. before the first
         # provisioning run or before a secret manager delivered them.
