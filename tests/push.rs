@@ -227,7 +227,7 @@ fn skip_if_substitutable_leaves_upstream_paths_out() {
     ok(t.push("upstream", &[], &[&middle]));
     let upstream = cache_url(&t.s, "upstream");
     let stdout = ok(t.push("cache", &["--skip-if-substitutable", &upstream], &[&top]));
-    assert!(stdout.contains("uploaded 1 paths"), "{stdout}");
+    assert!(stdout.contains("uploaded 1 path:"), "{stdout}");
     assert!(stdout.contains("2 served by an upstream cache"), "{stdout}");
     let ours = check_narinfos(&t.s, "cache");
     assert_eq!(ours.len(), 1);
@@ -289,7 +289,7 @@ fn no_closure_refuses_paths_whose_references_are_missing() {
         .unwrap();
     ok(t.push("cache", &["--no-closure"], &[&dep]));
     let stdout = ok(t.push("cache", &["--no-closure"], &[&top]));
-    assert!(stdout.contains("uploaded 1 paths"), "{stdout}");
+    assert!(stdout.contains("uploaded 1 path:"), "{stdout}");
 }
 
 #[test]

@@ -28,6 +28,7 @@
 
 pub mod compress;
 pub mod progress;
+pub mod queue;
 pub mod upload;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -239,15 +240,15 @@ impl PushReport {
         let secs = self.elapsed.as_secs_f64().max(1e-6);
         if self.uploaded.is_empty() {
             s.push_str(&format!(
-                "nothing uploaded: {} of {} paths already in the cache",
+                "nothing uploaded: {} of {} already in the cache",
                 self.present.len(),
-                self.considered
+                count(self.considered, "path", "paths")
             ));
         } else {
             s.push_str(&format!(
-                "uploaded {} paths: {} NAR -> {} {} (ratio {:.2}) in {:.1}s, {}/s; {} of {} paths \
-                 already in the cache",
-                self.uploaded.len(),
+                "uploaded {}: {} NAR -> {} {} (ratio {:.2}) in {:.1}s, {}/s; {} of {} already in \
+                 the cache",
+                count(self.uploaded.len(), "path", "paths"),
                 HumanBytes(nar),
                 HumanBytes(file),
                 self.compression.name(),
@@ -255,7 +256,7 @@ impl PushReport {
                 secs,
                 HumanBytes((nar as f64 / secs) as u64),
                 self.present.len(),
-                self.considered
+                count(self.considered, "path", "paths")
             ));
         }
         if !self.upstream.is_empty() {
@@ -275,6 +276,11 @@ impl PushReport {
         }
         s
     }
+}
+
+/// `n` and the noun in the right number ("1 path", "2 paths").
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -577,12 +583,23 @@ pub async fn present_in_cache(
     paths: &[String],
     concurrency: usize,
 ) -> Result<HashSet<String>> {
-    let mut answers = futures::stream::iter(paths.iter().map(|p| async move {
+    let mut present = HashSet::new();
+    // One request first: an unreachable cache then fails once, with one
+    // series of retries, instead of once per path.
+    let Some((first, rest)) = paths.split_first() else {
+        return Ok(present);
+    };
+    if cache
+        .has_narinfo(pathinfo::hash_part(first).unwrap_or_default())
+        .await?
+    {
+        present.insert(first.clone());
+    }
+    let mut answers = futures::stream::iter(rest.iter().map(|p| async move {
         let hash = pathinfo::hash_part(p).unwrap_or_default();
         cache.has_narinfo(hash).await.map(|has| (p, has))
     }))
     .buffer_unordered(concurrency.max(1));
-    let mut present = HashSet::new();
     while let Some(answer) = answers.next().await {
         let (p, has) = answer?;
         if has {
