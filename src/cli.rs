@@ -47,6 +47,16 @@ enum Command {
     /// Diagnose why a cache does not work, and say what to change.
     Doctor(commands::doctor::DoctorArgs),
     /// Add a new key's signature to every narinfo in the bucket.
+    ///
+    /// For each narinfo: it must parse, carry a valid signature from a
+    /// trusted key (--trusted-public-key, e.g. the old key), and no
+    /// signature of a trusted key name may fail to verify; then the key's
+    /// signature is added with one PUT of the whole narinfo (only a `Sig:`
+    /// line changes; NARs are not touched). A narinfo already carrying a
+    /// valid signature of the key is left alone, so a second run writes
+    /// nothing and an interrupted run is resumed by running it again. Exit 0
+    /// when every narinfo carries the key's signature, 1 when some were
+    /// skipped (each is listed with what to do).
     Resign(commands::resign::ResignArgs),
 }
 

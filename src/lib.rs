@@ -20,6 +20,7 @@ pub mod nix_conf;
 pub mod pathinfo;
 pub mod provision;
 pub mod push;
+pub mod resign;
 pub mod s3;
 pub mod signing;
 

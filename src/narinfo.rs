@@ -292,6 +292,55 @@ impl NarInfo {
     }
 }
 
+/// `text` (a narinfo) with its `Sig:` lines whose value `drop` selects
+/// removed and `add` (a `Sig:` value) added after the last `Sig:` line, or
+/// at the end when there is none. Every other byte is kept as it was, so
+/// re-signing changes nothing but signatures, whatever tool wrote the file.
+/// Callers parse the result to check it (see [`NarInfo::same_except_sigs`]).
+pub fn rewrite_sigs(text: &str, drop: impl Fn(&str) -> bool, add: Option<&str>) -> String {
+    let mut out = String::with_capacity(text.len() + 120);
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    fn sig_value(line: &str) -> Option<&str> {
+        let v = line.strip_prefix("Sig:")?.trim_end_matches('\n');
+        Some(v.strip_prefix(' ').unwrap_or(v))
+    }
+    let last_sig = lines.iter().rposition(|l| sig_value(l).is_some());
+    let push_added = |out: &mut String| {
+        if let Some(sig) = add {
+            if !out.is_empty() && !out.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str("Sig: ");
+            out.push_str(sig);
+            out.push('\n');
+        }
+    };
+    for (i, line) in lines.iter().enumerate() {
+        match sig_value(line) {
+            Some(v) if drop(v) => {}
+            _ => out.push_str(line),
+        }
+        if Some(i) == last_sig {
+            push_added(&mut out);
+        }
+    }
+    if last_sig.is_none() {
+        push_added(&mut out);
+    }
+    out
+}
+
+impl NarInfo {
+    /// True when `self` and `other` differ at most in their signatures.
+    pub fn same_except_sigs(&self, other: &NarInfo) -> bool {
+        let strip = |n: &NarInfo| NarInfo {
+            sigs: Vec::new(),
+            ..n.clone()
+        };
+        strip(self) == strip(other)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,5 +483,32 @@ System: x86_64-linux
                 assert_eq!(NarInfo::parse(&n.render()).unwrap(), n);
             }
         }
+    }
+
+    #[test]
+    fn rewrite_sigs_touches_only_signatures() {
+        // Add after the last Sig line, keeping every other byte.
+        let t = rewrite_sigs(SAMPLE, |_| false, Some("c-1:CCCC"));
+        assert_eq!(
+            t,
+            SAMPLE.replace("Sig: b-1:BBBB\n", "Sig: b-1:BBBB\nSig: c-1:CCCC\n")
+        );
+        let n = NarInfo::parse(&t).unwrap();
+        assert_eq!(n.sigs, ["a-1:AAAA", "b-1:BBBB", "c-1:CCCC"]);
+        assert!(n.same_except_sigs(&NarInfo::parse(SAMPLE).unwrap()));
+
+        // Drop one key's signatures and replace another.
+        let t = rewrite_sigs(SAMPLE, |s| s.starts_with("a-1:"), None);
+        assert_eq!(t, SAMPLE.replace("Sig: a-1:AAAA\n", ""));
+        let t = rewrite_sigs(SAMPLE, |s| s.starts_with("b-1:"), Some("b-1:NEW"));
+        assert_eq!(t, SAMPLE.replace("b-1:BBBB", "b-1:NEW"));
+
+        // No Sig line and no final newline: appended on a line of its own.
+        let bare = "StorePath: /nix/store/35h2xr9qqvgrkgfzppsx3d5ykmhm1s8w-refer\nURL: nar/x\n\
+                    NarHash: sha256:0964p82ixw0hff3l7b1ypc21cdp1dayj5wcwy9sbf88p4f7y1bqd\nNarSize: 216";
+        let t = rewrite_sigs(bare, |_| true, Some("k-1:KKKK"));
+        assert_eq!(t, format!("{bare}\nSig: k-1:KKKK\n"));
+        assert_eq!(NarInfo::parse(&t).unwrap().sigs, ["k-1:KKKK"]);
+        assert_eq!(rewrite_sigs(bare, |_| true, None), bare);
     }
 }

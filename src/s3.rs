@@ -207,6 +207,54 @@ impl S3Client {
         }
     }
 
+    /// GET object with its `ETag` (quotes kept, as `If-Match` wants it):
+    /// `Ok(None)` on 404. For read-modify-write with [`Self::put_object_if_match`].
+    pub async fn get_object_with_etag(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(Bytes, String)>> {
+        let resp = self
+            .send(&Request::new(Method::GET, self.path(bucket, Some(key))))
+            .await?;
+        match resp.status {
+            s if s.is_success() => {
+                let etag = resp.header("etag").unwrap_or("").to_string();
+                Ok(Some((resp.body, etag)))
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(self.error(&format!("GetObject {bucket}/{key}"), &resp)),
+        }
+    }
+
+    /// PUT object only if it still has `etag` (`If-Match`): `Ok(false)` when
+    /// it changed (or vanished) since it was read, so a read-modify-write
+    /// never overwrites a concurrent writer's object. A store that does not
+    /// implement conditional writes answers an error [`is_unsupported`]
+    /// recognises.
+    pub async fn put_object_if_match(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: impl Into<Bytes>,
+        content_type: &str,
+        etag: &str,
+    ) -> Result<bool> {
+        let req = Request::new(Method::PUT, self.path(bucket, Some(key)))
+            .header("content-type", content_type)
+            .header("if-match", etag)
+            .body(body);
+        let resp = self.send(&req).await?;
+        match resp.status {
+            s if s.is_success() => Ok(true),
+            // 409 ConditionalRequestConflict: AWS, for a racing write.
+            StatusCode::PRECONDITION_FAILED | StatusCode::CONFLICT | StatusCode::NOT_FOUND => {
+                Ok(false)
+            }
+            _ => Err(self.error(&format!("PutObject (If-Match) {bucket}/{key}"), &resp)),
+        }
+    }
+
     /// HEAD object: `Ok(None)` on 404.
     pub async fn head_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>> {
         let resp = self
@@ -382,6 +430,31 @@ impl S3Client {
         token: Option<&str>,
         max_keys: u32,
     ) -> Result<(Vec<ListedObject>, Option<String>)> {
+        self.list_objects(bucket, prefix, None, token, max_keys)
+            .await
+    }
+
+    /// ListObjectsV2, one page of the objects at the top level of the
+    /// bucket (delimiter `/`: `nar/…`, `roots/…` are not listed one by
+    /// one), e.g. the narinfos of a cache.
+    pub async fn list_top_level_page(
+        &self,
+        bucket: &str,
+        token: Option<&str>,
+        max_keys: u32,
+    ) -> Result<(Vec<ListedObject>, Option<String>)> {
+        self.list_objects(bucket, "", Some("/"), token, max_keys)
+            .await
+    }
+
+    async fn list_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        token: Option<&str>,
+        max_keys: u32,
+    ) -> Result<(Vec<ListedObject>, Option<String>)> {
         #[derive(Deserialize)]
         struct ListXml {
             #[serde(rename = "Contents", default)]
@@ -395,6 +468,9 @@ impl S3Client {
             .query("list-type", "2")
             .query("max-keys", max_keys.to_string())
             .query("prefix", prefix);
+        if let Some(d) = delimiter {
+            req = req.query("delimiter", d);
+        }
         if let Some(t) = token {
             req = req.query("continuation-token", t);
         }

@@ -30,6 +30,16 @@ pub enum KeysCommand {
     /// the steps that follow: trust, sign with the new key, `resign`, and
     /// after the overlap `keys retire`.
     Rotate(RotateArgs),
+    /// Remove a retired key's signatures from every narinfo in the bucket.
+    ///
+    /// Run it after the overlap, when every client trusts the new key. A
+    /// verification pass reads every narinfo first; if any narinfo would be
+    /// left without a valid signature from a still-trusted key (give them
+    /// with --trusted-public-key, or trust.publicKeys and
+    /// trust.retiredPublicKeys of --manifest), nothing is written and those
+    /// narinfos are listed: run `resign` first. Exit 0 when every narinfo
+    /// is free of the key, 1 otherwise.
+    Retire(crate::commands::resign::RetireArgs),
 }
 
 /// Arguments of `keys generate`.
@@ -78,6 +88,7 @@ pub fn run(c: KeysCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         KeysCommand::Rotate(a) => rotate(a),
+        KeysCommand::Retire(a) => crate::commands::resign::retire(a),
     }
 }
 

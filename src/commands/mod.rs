@@ -1,6 +1,7 @@
 //! One module per subcommand: its clap arguments (whose `///` docs are the
 //! `--help` text) and its `run`.
 
+pub mod cache_args;
 pub mod check;
 pub mod configure;
 pub mod doctor;

@@ -56,6 +56,25 @@ pub fn make_cache_bucket(s: &Seaweed, bucket: &str) {
     });
 }
 
+/// Makes `bucket` a cache with `provision` (the `iam` backend: bucket,
+/// `nix-cache-info`, anonymous-read policy, a writer that may not delete),
+/// state in `dir/state`; returns the writer credentials file it wrote.
+pub fn provision_cache(s: &Seaweed, dir: &Path, bucket: &str) -> PathBuf {
+    let state = dir.join("state");
+    let admin = s.admin_env_file(dir);
+    super::ok(
+        super::cmd()
+            .args(["provision", "--endpoint", &s.endpoint, "--bucket", bucket])
+            .args(["--backend", "iam", "--admin-credentials-file"])
+            .arg(&admin)
+            .arg("--state-dir")
+            .arg(&state)
+            .output()
+            .unwrap(),
+    );
+    state.join("writer.env")
+}
+
 /// The substituter URL of `bucket`.
 pub fn cache_url(s: &Seaweed, bucket: &str) -> String {
     format!("{}/{bucket}", s.endpoint)
