@@ -153,6 +153,21 @@ again = run("nixos key activation (again)", snippets["nixosSigningKey"])
 expect(f"nixos: a second activation is silent and keeps the key, got {again!r}",
        again == "" and open(key).read() == before)
 
+# The post-build-hook: queues OUT_PATHS, then runs the user's own hook with
+# the same environment, whose exit status is the hook's.
+outs = "/nix/store/00000000000000000000000000000000-a /nix/store/11111111111111111111111111111111-b"
+with open(f"{root}/extra-hook", "w") as f:
+    f.write(f'#!/bin/sh\necho "$OUT_PATHS" > {root}/extra-hook.ran\nexit 3\n')
+os.chmod(f"{root}/extra-hook", 0o755)
+p = subprocess.run(["bash", "-c", snippets["nixosHook"]], capture_output=True, text=True,
+                   env={**os.environ, "OUT_PATHS": outs, "DRV_PATH": "/nix/store/x.drv"})
+expect(f"hook: the user's hook runs with OUT_PATHS and decides the exit status, got {p.returncode}",
+       p.returncode == 3 and open(f"{root}/extra-hook.ran").read().strip() == outs)
+status = subprocess.run([f"{work}/prefix/bin/nix-binary-cache", "queue", "status", "--json",
+                         "--spool", f"{root}/spool"], capture_output=True, text=True)
+expect(f"hook: the outputs are queued, got {status.stdout}{status.stderr}",
+       status.returncode == 0 and "11111111111111111111111111111111-b" in status.stdout)
+
 if "hmSigningKey" in snippets:
     conf = f"{root}/home/.config/nix/nix.conf"
     hkey = f"{root}/home/.local/share/nix-binary-cache/keys/alice-1.sec"
@@ -176,7 +191,7 @@ for f in failures:
     print(f"FAIL activation snippets: {f}")
 if failures:
     sys.exit(1)
-print("activation snippets: run against the helper, idempotent")
+print("activation snippets and hook: run against the helper, idempotent")
 PY
 else
   echo "FAIL activation snippets: they do not evaluate (see above)"

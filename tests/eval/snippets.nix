@@ -1,5 +1,5 @@
-# The shell the modules generate (the NixOS key activation script, the
-# home-manager key and nix.conf activation entries), rendered with the real
+# The shell the modules generate (the NixOS key activation script and
+# post-build-hook, the home-manager key and nix.conf activation entries), rendered with the real
 # helper as the package and paths under `root`, for tests/eval-modules.sh to
 # run: the snippets and the helper's command line must agree.
 {
@@ -40,6 +40,8 @@ let
               keyName = "builder-1";
               writerCredentialsFile = "/run/secrets/writer.env";
               signingKeyFile = "${root}/system/keys/builder-1.sec";
+              spoolDir = "${root}/spool";
+              extraPostBuildHook = "${root}/extra-hook";
             };
           };
         }
@@ -68,6 +70,7 @@ let
 in
 {
   nixosSigningKey = nixos.system.activationScripts.nixBinaryCacheSigningKey.text;
+  nixosHook = builtins.readFile nixos.nix.settings.post-build-hook;
 }
 // lib.optionalAttrs (homeManager != null) {
   hmSigningKey = hm.home.activation.nixBinaryCacheSigningKey.data;
