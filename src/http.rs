@@ -329,10 +329,11 @@ impl Endpoint {
                 Ok(r) => format!("HTTP {}", r.status.as_u16()),
                 Err(e) => e.to_string(),
             };
+            let mut url = self.url_for(req);
+            url.set_query(None);
             eprintln!(
-                "{} {}: {why}; retry {attempt}/{} in {:.1}s",
+                "{} {url}: {why}; retry {attempt}/{} in {:.1}s",
                 req.method,
-                self.config.url,
                 self.config.max_retries,
                 delay.as_secs_f64()
             );

@@ -107,6 +107,33 @@ impl<T> Default for Members<T> {
     }
 }
 
+/// One page of a list action: the list element (its name depends on the
+/// action), and the paging fields.
+#[derive(Debug, Deserialize)]
+struct Page<T> {
+    #[serde(
+        rename = "AccessKeyMetadata",
+        alias = "AttachedPolicies",
+        alias = "Policies",
+        alias = "Versions",
+        default = "Members::default"
+    )]
+    items: Members<T>,
+    #[serde(rename = "IsTruncated", default)]
+    truncated: bool,
+    #[serde(rename = "Marker", default)]
+    marker: Option<String>,
+}
+
+/// A list of a user that does not exist is empty (AWS answers
+/// `NoSuchEntity`, SeaweedFS an empty list).
+fn no_entity_is_empty<T>(r: Result<Vec<T>>) -> Result<Vec<T>> {
+    match r {
+        Err(e) if e.store_code() == Some("NoSuchEntity") => Ok(Vec::new()),
+        other => other,
+    }
+}
+
 /// An IAM client signing as one (admin) identity.
 #[derive(Debug, Clone)]
 pub struct IamClient {
@@ -228,96 +255,47 @@ impl IamClient {
         }
     }
 
-    /// ListAccessKeys of a user (all pages); empty when the user does not exist.
-    pub async fn list_access_keys(&self, user: &str) -> Result<Vec<AccessKeyMeta>> {
-        #[derive(Deserialize)]
-        struct R {
-            #[serde(rename = "AccessKeyMetadata", default)]
-            keys: Members<AccessKeyMeta>,
-            #[serde(rename = "IsTruncated", default)]
-            truncated: bool,
-            #[serde(rename = "Marker", default)]
-            marker: Option<String>,
-        }
+    /// Every page of a list action (`Marker` / `IsTruncated` paging).
+    async fn list_pages<T: DeserializeOwned>(
+        &self,
+        action: &str,
+        params: &[(&str, &str)],
+    ) -> Result<Vec<T>> {
         let mut out = Vec::new();
         let mut marker: Option<String> = None;
         loop {
-            let mut params = vec![("UserName", user)];
+            let mut all = params.to_vec();
             if let Some(m) = &marker {
-                params.push(("Marker", m));
+                all.push(("Marker", m));
             }
-            let r = match self.call_parse::<R>("ListAccessKeys", &params).await {
-                Ok(r) => r,
-                Err(e) if e.store_code() == Some("NoSuchEntity") => return Ok(out),
-                Err(e) => return Err(e),
-            };
-            out.extend(r.keys.member);
-            match (r.truncated, r.marker) {
+            let page: Page<T> = self.call_parse(action, &all).await?;
+            out.extend(page.items.member);
+            match (page.truncated, page.marker) {
                 (true, Some(m)) => marker = Some(m),
                 _ => return Ok(out),
             }
         }
+    }
+
+    /// ListAccessKeys of a user (all pages); empty when the user does not exist.
+    pub async fn list_access_keys(&self, user: &str) -> Result<Vec<AccessKeyMeta>> {
+        no_entity_is_empty(
+            self.list_pages("ListAccessKeys", &[("UserName", user)])
+                .await,
+        )
     }
 
     /// ListAttachedUserPolicies (all pages); empty when the user does not exist.
     pub async fn list_attached_user_policies(&self, user: &str) -> Result<Vec<AttachedPolicy>> {
-        #[derive(Deserialize)]
-        struct R {
-            #[serde(rename = "AttachedPolicies", default)]
-            policies: Members<AttachedPolicy>,
-            #[serde(rename = "IsTruncated", default)]
-            truncated: bool,
-            #[serde(rename = "Marker", default)]
-            marker: Option<String>,
-        }
-        let mut out = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let mut params = vec![("UserName", user)];
-            if let Some(m) = &marker {
-                params.push(("Marker", m));
-            }
-            let r = match self
-                .call_parse::<R>("ListAttachedUserPolicies", &params)
-                .await
-            {
-                Ok(r) => r,
-                Err(e) if e.store_code() == Some("NoSuchEntity") => return Ok(out),
-                Err(e) => return Err(e),
-            };
-            out.extend(r.policies.member);
-            match (r.truncated, r.marker) {
-                (true, Some(m)) => marker = Some(m),
-                _ => return Ok(out),
-            }
-        }
+        no_entity_is_empty(
+            self.list_pages("ListAttachedUserPolicies", &[("UserName", user)])
+                .await,
+        )
     }
 
     /// ListPolicies with `Scope=Local` (the account's own policies, all pages).
     pub async fn list_policies(&self) -> Result<Vec<Policy>> {
-        #[derive(Deserialize)]
-        struct R {
-            #[serde(rename = "Policies", default)]
-            policies: Members<Policy>,
-            #[serde(rename = "IsTruncated", default)]
-            truncated: bool,
-            #[serde(rename = "Marker", default)]
-            marker: Option<String>,
-        }
-        let mut out = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let mut params = vec![("Scope", "Local")];
-            if let Some(m) = &marker {
-                params.push(("Marker", m));
-            }
-            let r = self.call_parse::<R>("ListPolicies", &params).await?;
-            out.extend(r.policies.member);
-            match (r.truncated, r.marker) {
-                (true, Some(m)) => marker = Some(m),
-                _ => return Ok(out),
-            }
-        }
+        self.list_pages("ListPolicies", &[("Scope", "Local")]).await
     }
 
     /// GetPolicy: `Ok(None)` when no policy has this ARN.
@@ -364,16 +342,8 @@ impl IamClient {
 
     /// ListPolicyVersions of a policy.
     pub async fn list_policy_versions(&self, arn: &str) -> Result<Vec<PolicyVersionMeta>> {
-        #[derive(Deserialize)]
-        struct R {
-            #[serde(rename = "Versions", default)]
-            versions: Members<PolicyVersionMeta>,
-        }
-        Ok(self
-            .call_parse::<R>("ListPolicyVersions", &[("PolicyArn", arn)])
-            .await?
-            .versions
-            .member)
+        self.list_pages("ListPolicyVersions", &[("PolicyArn", arn)])
+            .await
     }
 
     // ---- writes ----------------------------------------------------------
@@ -568,18 +538,18 @@ mod tests {
 
     #[test]
     fn parses_lists_and_empty_lists() {
-        #[derive(Deserialize)]
-        struct R {
-            #[serde(rename = "AccessKeyMetadata", default)]
-            keys: Members<AccessKeyMeta>,
-        }
-        let r: R = parse_result(LIST_KEYS).unwrap();
-        assert_eq!(r.keys.member.len(), 2);
-        assert!(r.keys.member[0].is_active());
-        assert!(!r.keys.member[1].is_active());
+        let r: Page<AccessKeyMeta> = parse_result(LIST_KEYS).unwrap();
+        assert_eq!(r.items.member.len(), 2);
+        assert!(r.items.member[0].is_active());
+        assert!(!r.items.member[1].is_active());
+        assert!(!r.truncated);
         let empty = "<ListAccessKeysResponse><ListAccessKeysResult><AccessKeyMetadata></AccessKeyMetadata><IsTruncated>false</IsTruncated></ListAccessKeysResult></ListAccessKeysResponse>";
-        let r: R = parse_result(empty).unwrap();
-        assert!(r.keys.member.is_empty());
+        let r: Page<AccessKeyMeta> = parse_result(empty).unwrap();
+        assert!(r.items.member.is_empty());
+        let policies = "<ListPoliciesResponse><ListPoliciesResult><Policies><member><Arn>arn:aws:iam:::policy/p</Arn><DefaultVersionId>v1</DefaultVersionId><PolicyName>p</PolicyName></member></Policies><IsTruncated>true</IsTruncated><Marker>m1</Marker></ListPoliciesResult></ListPoliciesResponse>";
+        let r: Page<Policy> = parse_result(policies).unwrap();
+        assert_eq!(r.items.member[0].arn, "arn:aws:iam:::policy/p");
+        assert_eq!((r.truncated, r.marker.as_deref()), (true, Some("m1")));
     }
 
     #[test]

@@ -352,6 +352,43 @@ async fn drift_is_repaired_exactly() {
     let (o, report) = rig.run_json(&[]);
     assert!(o.status.success(), "{}", show(&o));
     assert_statuses(&report, &all("unchanged"));
+
+    // The writer policy edited behind our back (delete allowed, put not):
+    // a new default version, and nothing else.
+    let arn = iam
+        .list_attached_user_policies("nix-cache-writer")
+        .await
+        .unwrap()[0]
+        .arn
+        .clone();
+    let edited = serde_json::json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": ["s3:GetObject", "s3:DeleteObject"],
+        "Resource": ["arn:aws:s3:::nix-cache", "arn:aws:s3:::nix-cache/*"]}]});
+    iam.create_policy_version(&arn, &edited).await.unwrap();
+    rig.proxy.clear();
+    let (o, report) = rig.run_json(&[]);
+    assert!(o.status.success(), "{}", show(&o));
+    let mut want = all("unchanged");
+    want[4] = ("writer-policy", "updated");
+    assert_statuses(&report, &want);
+    let writes: Vec<String> = rig.proxy.mutating().iter().map(|r| r.describe()).collect();
+    assert_eq!(writes, ["IAM CreatePolicyVersion"]);
+    let e = writer_after_edit(&rig).await;
+    assert_eq!(e.as_deref(), Some("AccessDenied"));
+}
+
+/// The store's answer code to a DELETE by the writer (`None`: allowed).
+async fn writer_after_edit(rig: &Rig) -> Option<String> {
+    let writer = rig.admin_s3().with_credentials(Some(rig.writer()));
+    writer
+        .put_object(BUCKET, "probe", "x", "text/plain")
+        .await
+        .unwrap();
+    writer
+        .delete_object(BUCKET, "probe")
+        .await
+        .err()
+        .and_then(|e| e.store_code().map(str::to_string))
 }
 
 #[tokio::test]

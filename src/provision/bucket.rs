@@ -42,19 +42,21 @@ pub async fn ensure_bucket(s3: &S3Client, cfg: &ProvisionConfig, exists: bool) -
 }
 
 /// `nix-cache-info`, the policy and the lifecycle rule: read concurrently,
-/// then each written only where it differs. `bucket_exists` is false only
+/// then each written only where it differs; every branch runs to its end. `bucket_exists` is false only
 /// under `--dry-run` for a bucket still to be created: nothing is read then.
 pub async fn reconcile(
     s3: &S3Client,
     cfg: &ProvisionConfig,
     bucket_exists: bool,
 ) -> Result<Vec<Outcome>> {
-    let (info, policy, lifecycle) = tokio::try_join!(
+    // `join`, not `try_join`: one failure must not cancel a write of
+    // another resource halfway.
+    let (info, policy, lifecycle) = tokio::join!(
         nix_cache_info(s3, cfg, bucket_exists),
         bucket_policy(s3, cfg, bucket_exists),
         lifecycle_rule(s3, cfg, bucket_exists),
-    )?;
-    Ok([Some(info), Some(policy), lifecycle]
+    );
+    Ok([Some(info?), Some(policy?), lifecycle?]
         .into_iter()
         .flatten()
         .collect())

@@ -277,12 +277,17 @@ async fn reconcile(
         s3,
         bucket_exists,
     };
-    let (buckets, identities) = tokio::try_join!(
+    // Both planes run to their end even when one fails, so that no write is
+    // cancelled halfway; the bucket plane's error is reported first.
+    let (buckets, identities) = tokio::join!(
         bucket::reconcile(s3, cfg, bucket_exists),
         plane.reconcile(&cx)
-    )?;
-    outcomes.extend(buckets);
-    outcomes.extend(identities);
+    );
+    if let (Err(_), Err(e)) = (&buckets, &identities) {
+        eprintln!("provision: the identity plane failed too: {e}");
+    }
+    outcomes.extend(buckets?);
+    outcomes.extend(identities?);
     Ok(outcomes)
 }
 
