@@ -86,6 +86,32 @@ impl Error {
         }
     }
 
+    /// A store error answer: `code` empty means none; a non-empty `hint`
+    /// (what to do) is appended to the store's own message.
+    pub fn store(
+        operation: impl Into<String>,
+        endpoint: impl Into<String>,
+        status: u16,
+        code: String,
+        message: String,
+        hint: &str,
+    ) -> Self {
+        let mut message = message;
+        if !hint.is_empty() {
+            if !message.is_empty() {
+                message.push_str("; ");
+            }
+            message.push_str(hint);
+        }
+        Error::Store {
+            operation: operation.into(),
+            endpoint: endpoint.into(),
+            status,
+            code: (!code.is_empty()).then_some(code),
+            message,
+        }
+    }
+
     /// The store's error code (`NoSuchEntity`, `AccessDenied`, ...) of a
     /// [`Error::Store`], for callers that act on particular answers.
     pub fn store_code(&self) -> Option<&str> {

@@ -224,19 +224,14 @@ impl IamClient {
         if message.contains("IAM write operations are disabled") {
             message.push_str("; the store's IAM API is read-only (SeaweedFS: start it with -s3.iam.readOnly=false)");
         }
-        if !hint.is_empty() {
-            if !message.is_empty() {
-                message.push_str("; ");
-            }
-            message.push_str(hint);
-        }
-        Error::Store {
-            operation: format!("IAM {action}"),
-            endpoint: self.endpoint.config().url.to_string(),
-            status: resp.status.as_u16(),
-            code: (!code.is_empty()).then_some(code),
+        Error::store(
+            format!("IAM {action}"),
+            self.endpoint.config().url.to_string(),
+            resp.status.as_u16(),
+            code,
             message,
-        }
+            hint,
+        )
     }
 
     // ---- reads -----------------------------------------------------------

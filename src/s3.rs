@@ -146,20 +146,14 @@ impl S3Client {
             "RequestTimeTooSkewed" => "the local clock is off by more than 15 minutes: fix NTP",
             _ => "",
         };
-        let mut message = e.message;
-        if !hint.is_empty() {
-            if !message.is_empty() {
-                message.push_str("; ");
-            }
-            message.push_str(hint);
-        }
-        Error::Store {
-            operation: operation.to_string(),
-            endpoint: self.endpoint.config().url.to_string(),
-            status: e.status,
-            code: (!e.code.is_empty()).then_some(e.code),
-            message,
-        }
+        Error::store(
+            operation,
+            self.endpoint.config().url.to_string(),
+            e.status,
+            e.code,
+            e.message,
+            hint,
+        )
     }
 
     /// HEAD bucket: `Ok(true)` if it exists and is visible, `Ok(false)` on 404.

@@ -395,41 +395,38 @@ async fn lock_state_dir(dir: &Path) -> Result<File> {
 
 /// Rewrites "wrong credentials" and "not allowed" answers to admin requests
 /// so that they name the admin credentials file and say what to change.
-fn explain_admin_error(e: Error, cfg: &ProvisionConfig, admin: &Credentials) -> Error {
-    let Error::Store {
-        operation,
-        endpoint,
-        status,
+fn explain_admin_error(mut e: Error, cfg: &ProvisionConfig, admin: &Credentials) -> Error {
+    if let Error::Store {
         code: Some(code),
         message,
-    } = e
-    else {
-        return e;
-    };
-    let file = cfg.admin_credentials_file.display();
-    let id = &admin.access_key_id;
-    let message = match code.as_str() {
-        "InvalidAccessKeyId" | "InvalidClientTokenId" => format!(
-            "the store does not know the admin access key {id} from {file}: put the store's \
-             admin key pair in that file"
-        ),
-        "SignatureDoesNotMatch" => format!(
-            "the store rejects the admin secret for access key {id} from {file} (or the \
-             region is wrong): put the key's current secret in that file"
-        ),
-        "AccessDenied" | "AccessDeniedException" => format!(
-            "the admin identity (access key {id} from {file}) may not do this: use the \
-             store's admin credentials, or grant that identity the permission"
-        ),
-        _ => message,
-    };
-    Error::Store {
-        operation,
-        endpoint,
-        status,
-        code: Some(code),
-        message,
+        ..
+    } = &mut e
+    {
+        let file = cfg.admin_credentials_file.display();
+        let id = &admin.access_key_id;
+        match code.as_str() {
+            "InvalidAccessKeyId" | "InvalidClientTokenId" => {
+                *message = format!(
+                    "the store does not know the admin access key {id} from {file}: put the \
+                     store's admin key pair in that file"
+                )
+            }
+            "SignatureDoesNotMatch" => {
+                *message = format!(
+                    "the store rejects the admin secret for access key {id} from {file} (or \
+                     the region is wrong): put the key's current secret in that file"
+                )
+            }
+            "AccessDenied" | "AccessDeniedException" => {
+                *message = format!(
+                    "the admin identity (access key {id} from {file}) may not do this: use the \
+                     store's admin credentials, or grant that identity the permission"
+                )
+            }
+            _ => {}
+        }
     }
+    e
 }
 
 #[cfg(test)]
