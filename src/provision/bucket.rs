@@ -219,3 +219,42 @@ async fn lifecycle_rule(
     }
     Ok(Some(outcome(status)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_public_access_is_explained() {
+        let mut cfg = crate::provision::tests::cfg();
+        cfg.bucket = "b".into();
+        let refused = Error::store(
+            "PutBucketPolicy b",
+            "https://s3.amazonaws.com",
+            403,
+            "AccessDenied".into(),
+            "User is not authorized to perform: s3:PutBucketPolicy because public policies \
+             are blocked by the BlockPublicPolicy block public access setting."
+                .into(),
+            "",
+        );
+        let e = explain_block_public_access(refused, &cfg).to_string();
+        assert!(
+            e.contains("BlockPublicPolicy=false") && e.contains("--no-public"),
+            "{e}"
+        );
+        // Any other refusal is left as it was.
+        let other = Error::store(
+            "PutBucketPolicy b",
+            "x",
+            403,
+            "AccessDenied".into(),
+            "no".into(),
+            "",
+        );
+        assert!(matches!(
+            explain_block_public_access(other, &cfg),
+            Error::Store { .. }
+        ));
+    }
+}

@@ -430,10 +430,10 @@ fn explain_admin_error(mut e: Error, cfg: &ProvisionConfig, admin: &Credentials)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn cfg() -> ProvisionConfig {
+    pub(crate) fn cfg() -> ProvisionConfig {
         ProvisionConfig {
             endpoint: "http://127.0.0.1:9000".into(),
             region: "us-east-1".into(),
