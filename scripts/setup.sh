@@ -18,12 +18,13 @@ if ! command -v nix-store >/dev/null 2>&1; then
   apt-get install -y -qq nix-bin >&2
 fi
 # strace: the tests check that no secret reaches a spawned process's argv.
-for tool in zstd xz strace; do
+# GNU time (/usr/bin/time -v): peak memory in the push benchmark.
+for tool in zstd xz strace /usr/bin/time; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     log "installing $tool"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >&2
-    apt-get install -y -qq zstd xz-utils strace >&2
+    apt-get install -y -qq zstd xz-utils strace time >&2
   fi
 done
 
