@@ -373,3 +373,84 @@ fn bad_input_is_named_and_secrets_stay_out_of_output() {
     assert!(!all.contains(key_text.split_once(':').unwrap().1));
     assert!(check_narinfos(&t.s, "cache").is_empty());
 }
+
+#[test]
+fn manifest_drives_push_enqueue_and_the_uploader() {
+    let t = setup(&["cache", "upstream"]);
+    let top = t.nix.build_expr(&chain_expr("push-manifest", 2)).remove(0);
+    let dep = closure(&t.nix, &top)
+        .into_iter()
+        .find(|p| *p != top)
+        .unwrap();
+    ok(t.push("upstream", &[], &[&dep]));
+    let spool = t.dir.path().join("spool");
+    let manifest = |key_name: &str| {
+        format!(
+            "version = 1\n[cache]\nendpoint = \"{}\"\nbucket = \"cache\"\n\
+             [push]\nkeyName = \"{key_name}\"\nsigningKeyFile = \"{}\"\n\
+             writerCredentialsFile = \"{}\"\ncompression = \"xz\"\ncompressionLevel = 2\n\
+             jobs = 2\nskipIfSubstitutable = [\"{}\"]\nspoolDir = \"{}\"\nspoolMaxEntries = 5\n",
+            t.s.endpoint,
+            t.key_file.display(),
+            t.creds.display(),
+            cache_url(&t.s, "upstream"),
+            spool.display()
+        )
+    };
+    let good = common::write(t.dir.path(), "manifest.toml", &manifest("test-cache-1"));
+    // The key file must hold the key the manifest names.
+    let wrong = common::write(t.dir.path(), "wrong.toml", &manifest("other-cache-1"));
+    let out = t
+        .nix
+        .helper()
+        .args(["push", "--manifest"])
+        .arg(&wrong)
+        .arg(&top)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("push.keyName"));
+
+    // The hook and the uploader take everything from the manifest.
+    let out = t
+        .nix
+        .helper()
+        .args(["enqueue", "--manifest"])
+        .arg(&good)
+        .env("OUT_PATHS", &top)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(std::fs::read_dir(spool.join("queue")).unwrap().count(), 1);
+    let out = t
+        .nix
+        .helper()
+        .args(["upload-queue", "--once", "--manifest"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 served by an upstream cache"));
+    let narinfos = check_narinfos(&t.s, "cache");
+    assert_eq!(narinfos.len(), 1);
+    assert_eq!(narinfos[0].compression.as_deref(), Some("xz"));
+    // A flag overrides the manifest.
+    let other = t
+        .nix
+        .build_expr(&chain_expr("push-manifest-2", 1))
+        .remove(0);
+    let out = t
+        .nix
+        .helper()
+        .args(["push", "--compression", "none", "--manifest"])
+        .arg(&good)
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        check_narinfos(&t.s, "cache")
+            .iter()
+            .any(|n| n.store_path == other && n.compression.as_deref() == Some("none"))
+    );
+}

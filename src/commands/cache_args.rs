@@ -1,7 +1,7 @@
 //! Flags shared by the commands that work on a cache after it exists
-//! (`resign`, `keys retire`, `doctor`): where it is, from flags or from a
-//! manifest's `cache` section, a flag given as well overriding the
-//! manifest's value.
+//! (`push`, `upload-queue`, `resign`, `keys retire`, `doctor`): where it
+//! is, from flags or from a manifest's `cache` section, a flag given as
+//! well overriding the manifest's value.
 
 use std::path::PathBuf;
 

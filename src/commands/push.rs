@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::commands::cache_args::{CacheArgs, required};
 use crate::credentials::Credentials;
 use crate::error::{Error, Result};
-use crate::http::{Endpoint, EndpointConfig};
-use crate::manifest::{self, Manifest};
+use crate::http::Endpoint;
+use crate::manifest;
 use crate::push::{self, Cache, Compression, ProgressMode, PushOptions, Upstream};
-use crate::s3::{S3Client, validate_bucket_name};
+use crate::s3::S3Client;
 use crate::signing::SecretKey;
 
 /// Arguments of `push`.
@@ -31,19 +32,8 @@ pub struct PushArgs {
 /// Where and how to push: flags, or a manifest with flags overriding it.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct PushTarget {
-    /// Manifest written by the Nix modules; its `cache` and `push` sections
-    /// supply every option below that is not given as a flag.
-    #[arg(long, value_name = "PATH")]
-    pub manifest: Option<PathBuf>,
-    /// S3 endpoint URL, e.g. https://s3.example.org.
-    #[arg(long, value_name = "URL")]
-    pub endpoint: Option<String>,
-    /// Bucket of the cache.
-    #[arg(long, value_name = "NAME")]
-    pub bucket: Option<String>,
-    /// SigV4 region [default: us-east-1].
-    #[arg(long, value_name = "REGION")]
-    pub region: Option<String>,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     /// Env file with the writer's AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
     #[arg(long, value_name = "PATH")]
     pub writer_credentials_file: Option<PathBuf>,
@@ -68,12 +58,6 @@ pub struct PushTarget {
     /// cache or an upstream, or those paths are refused.
     #[arg(long)]
     pub no_closure: bool,
-    /// Allow plain http to a host that is not loopback.
-    #[arg(long)]
-    pub allow_insecure_http: bool,
-    /// Extra PEM CA bundle for a store with a self-signed certificate.
-    #[arg(long, value_name = "PATH")]
-    pub ca_file: Option<PathBuf>,
     /// Print only errors and the summary.
     #[arg(long, short)]
     pub quiet: bool,
@@ -90,70 +74,27 @@ pub struct ResolvedTarget {
     pub options: PushOptions,
 }
 
-fn required<T>(v: Option<T>, flag: &str, field: &str) -> Result<T> {
-    v.ok_or_else(|| {
-        Error::config(
-            flag,
-            format!("missing: give {flag}, or --manifest with {field} set"),
-        )
-    })
-}
-
 impl PushTarget {
     /// Reads the manifest (if any), the credentials and the key, and checks
     /// every value; errors name the flag or manifest field.
     pub fn resolve(&self) -> Result<ResolvedTarget> {
-        let m: Option<Manifest> = self.manifest.as_deref().map(manifest::load).transpose()?;
-        let cache_m = m.as_ref().map(|m| &m.cache);
-        let push_m = m.as_ref().and_then(|m| m.push.as_ref());
-
-        let endpoint = required(
-            self.endpoint
-                .clone()
-                .or(cache_m.map(|c| c.endpoint.clone())),
-            "--endpoint",
-            "cache.endpoint",
-        )?;
-        let bucket = required(
-            self.bucket.clone().or(cache_m.map(|c| c.bucket.clone())),
-            "--bucket",
-            "cache.bucket",
-        )?;
-        validate_bucket_name(&bucket).map_err(|e| Error::config("--bucket", e))?;
+        let loc = self.cache.resolve()?;
+        let push_m = loc.manifest.as_ref().and_then(|m| m.push.as_ref());
         let creds_file = required(
-            self.writer_credentials_file
-                .clone()
-                .or(push_m.map(|p| p.writer_credentials_file.clone())),
+            loc.writer_credentials_file(self.writer_credentials_file.clone()),
             "--writer-credentials-file",
             "push.writerCredentialsFile",
         )?;
         let key_file = required(
-            self.signing_key_file
-                .clone()
-                .or(push_m.map(|p| p.signing_key_file.clone())),
+            loc.signing_key_file(self.signing_key_file.clone()),
             "--signing-key-file",
             "push.signingKeyFile",
         )?;
-        let allow_insecure_http =
-            self.allow_insecure_http || cache_m.is_some_and(|c| c.allow_insecure_http);
-        let ca_file = self
-            .ca_file
-            .clone()
-            .or(cache_m.and_then(|c| c.ca_file.clone()));
-
-        let mut cfg = EndpointConfig::new(&endpoint)?;
-        cfg.region = self
-            .region
-            .clone()
-            .or(cache_m.map(|c| c.region.clone()))
-            .unwrap_or_else(|| "us-east-1".into());
-        cfg.allow_insecure_http = allow_insecure_http;
-        cfg.ca_file = ca_file.clone();
+        let mut cfg = loc.endpoint.clone();
         // Parts of 8 MiB over a slow uplink need more than the default.
         cfg.timeout = Duration::from_secs(300);
-        let path_style = cache_m.is_none_or(|c| c.path_style);
         let creds = Credentials::from_env_file(&creds_file)?;
-        let client = S3Client::new(Endpoint::new(cfg)?, Some(creds), path_style);
+        let client = S3Client::new(Endpoint::new(cfg)?, Some(creds), loc.path_style);
 
         let key = SecretKey::from_file(&key_file)?;
         if let Some(p) = push_m
@@ -174,9 +115,12 @@ impl PushTarget {
                 .map_err(|e| Error::config("push.compression", e))?,
             (None, None) => Compression::Zstd,
         };
-        let level = self
-            .compression_level
-            .or(push_m.and_then(|p| p.compression_level));
+        // The manifest's level belongs to the manifest's codec: a flag
+        // choosing another codec drops it.
+        let manifest_level = push_m
+            .filter(|p| Compression::parse(&p.compression) == Ok(compression))
+            .and_then(|p| p.compression_level);
+        let level = self.compression_level.or(manifest_level);
         if let Some(l) = level {
             compression
                 .check_level(l)
@@ -196,7 +140,12 @@ impl PushTarget {
         let upstreams = upstream_urls
             .iter()
             .map(|u| {
-                Upstream::new(u, allow_insecure_http, ca_file.clone()).map_err(|e| match e {
+                Upstream::new(
+                    u,
+                    loc.endpoint.allow_insecure_http,
+                    loc.endpoint.ca_file.clone(),
+                )
+                .map_err(|e| match e {
                     Error::InvalidConfig { message, .. } => {
                         Error::config("--skip-if-substitutable", message)
                     }
@@ -210,8 +159,10 @@ impl PushTarget {
             jobs,
             closure: !self.no_closure,
             upstreams,
-            store_dir: cache_m
-                .map(|c| c.store_dir.clone())
+            store_dir: loc
+                .manifest
+                .as_ref()
+                .map(|m| m.cache.store_dir.clone())
                 .unwrap_or_else(|| crate::pathinfo::DEFAULT_STORE_DIR.into()),
             progress: if self.quiet {
                 ProgressMode::Quiet
@@ -221,7 +172,7 @@ impl PushTarget {
             ..PushOptions::default()
         };
         Ok(ResolvedTarget {
-            cache: Cache::new(client, bucket),
+            cache: Cache::new(client, loc.bucket),
             key,
             options,
         })

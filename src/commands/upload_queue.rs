@@ -50,7 +50,7 @@ pub fn spool_dir(spool: &Option<PathBuf>, manifest: &Option<PathBuf>) -> Result<
 
 /// Runs `upload-queue`.
 pub fn run(args: UploadQueueArgs) -> Result<ExitCode> {
-    let spool = Spool::new(spool_dir(&args.spool, &args.target.manifest)?);
+    let spool = Spool::new(spool_dir(&args.spool, &args.target.cache.manifest)?);
     let mut t = args.target.resolve()?;
     if t.options.progress == ProgressMode::Auto {
         t.options.progress = ProgressMode::Lines;
