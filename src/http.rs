@@ -321,12 +321,23 @@ impl Endpoint {
                 Err(_) => true,
             };
             if !retryable || attempt >= self.config.max_retries {
-                return outcome;
+                return outcome.map_err(|e| match e {
+                    Error::Transport { endpoint, message } if attempt > 0 => Error::Transport {
+                        endpoint,
+                        message: format!(
+                            "{message} (gave up after {} attempts; check that the store is \
+                             running and reachable)",
+                            attempt + 1
+                        ),
+                    },
+                    e => e,
+                });
             }
             attempt += 1;
             let delay = backoff(attempt);
             let why = match &outcome {
                 Ok(r) => format!("HTTP {}", r.status.as_u16()),
+                Err(Error::Transport { message, .. }) => message.clone(),
                 Err(e) => e.to_string(),
             };
             let mut url = self.url_for(req);

@@ -461,7 +461,7 @@ pub fn is_read_action(action: &str) -> bool {
 }
 
 /// Parses the `<XResult>` child of an IAM answer `<XResponse>`.
-fn parse_result<T: DeserializeOwned>(xml: &str) -> std::result::Result<T, String> {
+pub(crate) fn parse_result<T: DeserializeOwned>(xml: &str) -> std::result::Result<T, String> {
     // The result element's name depends on the action: take the first
     // element whose name ends in `Result`.
     let result = find_result_element(xml).ok_or("no <...Result> element")?;
@@ -487,7 +487,7 @@ fn find_result_element(xml: &str) -> Option<&str> {
 }
 
 /// Parses an IAM `<ErrorResponse><Error><Code>..` answer into code and message.
-fn parse_error(xml: &str) -> (String, String) {
+pub(crate) fn parse_error(xml: &str) -> (String, String) {
     #[derive(Deserialize, Default)]
     struct ErrorXml {
         #[serde(rename = "Code", default)]

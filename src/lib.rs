@@ -8,6 +8,7 @@ pub mod commands;
 pub mod credentials;
 pub mod error;
 pub mod fsutil;
+pub mod fuzzing;
 pub mod hash;
 pub mod http;
 pub mod iam;

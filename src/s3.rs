@@ -449,15 +449,6 @@ impl S3Client {
         token: Option<&str>,
         max_keys: u32,
     ) -> Result<(Vec<ListedObject>, Option<String>)> {
-        #[derive(Deserialize)]
-        struct ListXml {
-            #[serde(rename = "Contents", default)]
-            contents: Vec<ListedObject>,
-            #[serde(rename = "IsTruncated", default)]
-            truncated: bool,
-            #[serde(rename = "NextContinuationToken", default)]
-            next: Option<String>,
-        }
         let mut req = Request::new(Method::GET, self.path(bucket, None))
             .query("list-type", "2")
             .query("max-keys", max_keys.to_string())
@@ -471,15 +462,13 @@ impl S3Client {
         let resp = self
             .send_ok(&format!("ListObjectsV2 {bucket}/{prefix}"), &req)
             .await?;
-        let parsed: ListXml = quick_xml::de::from_str(&resp.text()).map_err(|e| Error::Store {
+        parse_list_page(&resp.text()).map_err(|e| Error::Store {
             operation: format!("ListObjectsV2 {bucket}"),
             endpoint: self.endpoint.config().url.to_string(),
             status: resp.status.as_u16(),
             code: None,
             message: format!("unreadable listing: {e}"),
-        })?;
-        let next = if parsed.truncated { parsed.next } else { None };
-        Ok((parsed.contents, next))
+        })
     }
 
     /// Lists every key under `prefix` (all pages).
@@ -585,6 +574,25 @@ impl S3Client {
             .await
             .map(drop)
     }
+}
+
+/// Parses one ListObjectsV2 answer: the objects and, when the listing is
+/// truncated, the continuation token of the next page.
+pub fn parse_list_page(
+    xml: &str,
+) -> std::result::Result<(Vec<ListedObject>, Option<String>), String> {
+    #[derive(Deserialize)]
+    struct ListXml {
+        #[serde(rename = "Contents", default)]
+        contents: Vec<ListedObject>,
+        #[serde(rename = "IsTruncated", default)]
+        truncated: bool,
+        #[serde(rename = "NextContinuationToken", default)]
+        next: Option<String>,
+    }
+    let parsed: ListXml = quick_xml::de::from_str(xml).map_err(|e| e.to_string())?;
+    let next = if parsed.truncated { parsed.next } else { None };
+    Ok((parsed.contents, next))
 }
 
 /// True for an error saying the store does not implement an operation

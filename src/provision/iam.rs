@@ -295,8 +295,19 @@ impl IamPlane {
                 NEW_KEY_GRACE.as_secs()
             )));
         }
-        let removed = stale.len();
-        for id in &stale {
+        // Delete every other key, listed afresh: besides the stale ones, a
+        // CreateAccessKey whose answer was lost and that the HTTP layer
+        // retried has issued a key nobody knows.
+        let others: Vec<String> = self
+            .client
+            .list_access_keys(user)
+            .await?
+            .into_iter()
+            .map(|k| k.access_key_id)
+            .filter(|id| *id != new.access_key_id)
+            .collect();
+        let removed = others.len();
+        for id in &others {
             self.delete_key(user, id).await?;
         }
         let mut detail = if user_exists {

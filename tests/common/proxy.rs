@@ -1,15 +1,113 @@
-//! A recording HTTP/1.1 proxy on loopback, put between the helper and
-//! SeaweedFS to see exactly which requests a run sends.
+//! A recording, fault-injecting HTTP/1.1 proxy on loopback, put between
+//! the helper and SeaweedFS to see exactly which requests a run sends, and
+//! to make the network misbehave the way real ones do.
 //!
 //! It forwards bytes unchanged (the `Host` header included, so SigV4
 //! signatures stay valid) and records, per request, the method, path,
 //! query and, for form-encoded bodies (the IAM API), the `Action`.
 //! Keep-alive connections, `Content-Length` and chunked bodies are handled.
+//!
+//! With a [`FaultPlan`] ([`Proxy::set_faults`]) it also adds latency to
+//! every request and, for a seeded pseudo-random share of requests, resets
+//! the connection before forwarding, forwards but cuts the answer short
+//! (the store did the work, the client never hears the whole answer), or
+//! answers `503 SlowDown` itself. The choice depends only on the seed and
+//! the request's position, so a failing run can be replayed.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Duration;
+
+/// A fault injected into one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The connection is reset (TCP RST) before the request is forwarded:
+    /// the store never sees it.
+    Reset,
+    /// The request is forwarded and answered, but the client gets only the
+    /// answer's head and half of its body before the connection closes.
+    Truncate,
+    /// The store is "busy": `503 SlowDown` with S3's XML error body, the
+    /// request is not forwarded.
+    SlowDown,
+}
+
+/// Which faults to inject. Percentages apply to each request that matches
+/// `only` (all requests when empty), drawn from a generator seeded by
+/// `seed` and the request's position among the matching ones.
+#[derive(Debug, Clone, Default)]
+pub struct FaultPlan {
+    /// Added before forwarding every request.
+    pub latency: Duration,
+    /// Per cent of requests reset before forwarding.
+    pub reset: u32,
+    /// Per cent of requests whose answer is cut short.
+    pub truncate: u32,
+    /// Per cent of requests answered `503 SlowDown`.
+    pub slow_down: u32,
+    /// Seed of the fault choice.
+    pub seed: u64,
+    /// Inject at most this many faults (then forward faithfully). With a
+    /// limit below the helper's attempts per request (5), a run must
+    /// converge: no request can fail every time.
+    pub limit: Option<usize>,
+    /// Only requests whose method or IAM action is one of these (e.g.
+    /// `["PUT"]`, `["CreateAccessKey"]`).
+    pub only: Vec<&'static str>,
+}
+
+impl FaultPlan {
+    /// Every matching request gets `fault`.
+    pub fn always(fault: Fault) -> FaultPlan {
+        let mut p = FaultPlan::default();
+        match fault {
+            Fault::Reset => p.reset = 100,
+            Fault::Truncate => p.truncate = 100,
+            Fault::SlowDown => p.slow_down = 100,
+        }
+        p
+    }
+
+    /// True when a request with `method` (and IAM `action`) is subject to faults.
+    fn applies(&self, method: &str, action: Option<&str>) -> bool {
+        self.only.is_empty()
+            || self.only.contains(&method)
+            || action.is_some_and(|a| self.only.contains(&a))
+    }
+
+    /// The fault (if any) for the `n`-th matching request.
+    fn choose(&self, n: usize) -> Option<Fault> {
+        let roll = (splitmix64(self.seed ^ (n as u64).wrapping_mul(0x9e37_79b9)) % 100) as u32;
+        if roll < self.reset {
+            Some(Fault::Reset)
+        } else if roll < self.reset + self.truncate {
+            Some(Fault::Truncate)
+        } else if roll < self.reset + self.truncate + self.slow_down {
+            Some(Fault::SlowDown)
+        } else {
+            None
+        }
+    }
+}
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// What the connection threads share.
+#[derive(Default)]
+struct Shared {
+    log: Mutex<Vec<Recorded>>,
+    faults: Mutex<FaultPlan>,
+    seen: AtomicUsize,
+    injected: AtomicUsize,
+}
 
 /// One forwarded request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +122,8 @@ pub struct Recorded {
     pub action: Option<String>,
     /// The status the upstream answered (0 when it did not).
     pub status: u16,
+    /// The fault injected into this request, if any.
+    pub fault: Option<Fault>,
 }
 
 impl Recorded {
@@ -55,7 +155,7 @@ impl Recorded {
 pub struct Proxy {
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
-    log: Arc<Mutex<Vec<Recorded>>>,
+    shared: Arc<Shared>,
     listener_addr: SocketAddr,
     stop: Arc<Mutex<bool>>,
 }
@@ -70,24 +170,24 @@ impl Proxy {
             .expect("upstream is http://IP:PORT");
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let listener_addr = listener.local_addr().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
+        let shared = Arc::new(Shared::default());
         let stop = Arc::new(Mutex::new(false));
-        let (log2, stop2) = (log.clone(), stop.clone());
+        let (shared2, stop2) = (shared.clone(), stop.clone());
         thread::spawn(move || {
             for conn in listener.incoming() {
                 if *stop2.lock().unwrap() {
                     return;
                 }
                 let Ok(client) = conn else { continue };
-                let log = log2.clone();
+                let shared = shared2.clone();
                 thread::spawn(move || {
-                    let _ = serve(client, upstream, &log);
+                    let _ = serve(client, upstream, &shared);
                 });
             }
         });
         Proxy {
             endpoint: format!("http://{listener_addr}"),
-            log,
+            shared,
             listener_addr,
             stop,
         }
@@ -95,7 +195,7 @@ impl Proxy {
 
     /// Every request forwarded so far, in order.
     pub fn requests(&self) -> Vec<Recorded> {
-        self.log.lock().unwrap().clone()
+        self.shared.log.lock().unwrap().clone()
     }
 
     /// The mutating requests forwarded so far.
@@ -108,7 +208,20 @@ impl Proxy {
 
     /// Forgets what was recorded.
     pub fn clear(&self) {
-        self.log.lock().unwrap().clear();
+        self.shared.log.lock().unwrap().clear();
+    }
+
+    /// Injects faults from now on (`FaultPlan::default()`: none); the
+    /// count of injected faults starts again at zero.
+    pub fn set_faults(&self, plan: FaultPlan) {
+        *self.shared.faults.lock().unwrap() = plan;
+        self.shared.injected.store(0, Ordering::SeqCst);
+        self.shared.seen.store(0, Ordering::SeqCst);
+    }
+
+    /// How many faults were injected since the last [`Proxy::set_faults`].
+    pub fn faults_injected(&self) -> usize {
+        self.shared.injected.load(Ordering::SeqCst)
     }
 }
 
@@ -213,11 +326,8 @@ fn read_body(r: &mut impl BufRead, head: &Head) -> std::io::Result<(Vec<u8>, Vec
 
 /// Serves one client connection, request by request, over one upstream
 /// connection.
-fn serve(
-    client: TcpStream,
-    upstream: SocketAddr,
-    log: &Mutex<Vec<Recorded>>,
-) -> std::io::Result<()> {
+fn serve(client: TcpStream, upstream: SocketAddr, shared: &Shared) -> std::io::Result<()> {
+    let log = &shared.log;
     let mut client_w = client.try_clone()?;
     let mut client_r = BufReader::new(client);
     let up = TcpStream::connect(upstream)?;
@@ -240,6 +350,19 @@ fn serve(
                     .split('&')
                     .find_map(|kv| kv.strip_prefix("Action=").map(str::to_string))
             });
+        let plan = shared.faults.lock().unwrap().clone();
+        let fault = plan.applies(&method, action.as_deref()).then(|| {
+            let n = shared.seen.fetch_add(1, Ordering::SeqCst);
+            plan.choose(n)
+        });
+        let fault = fault.flatten().filter(|_| {
+            let injected = shared.injected.fetch_add(1, Ordering::SeqCst);
+            if plan.limit.is_some_and(|l| injected >= l) {
+                shared.injected.fetch_sub(1, Ordering::SeqCst);
+                return false;
+            }
+            true
+        });
         let index = {
             let mut l = log.lock().unwrap();
             l.push(Recorded {
@@ -248,9 +371,36 @@ fn serve(
                 query,
                 action,
                 status: 0,
+                fault,
             });
             l.len() - 1
         };
+        if !plan.latency.is_zero() {
+            thread::sleep(plan.latency);
+        }
+        match fault {
+            Some(Fault::Reset) => {
+                // Linger 0: closing sends RST instead of FIN.
+                socket2::SockRef::from(&client_w).set_linger(Some(Duration::ZERO))?;
+                return Ok(());
+            }
+            Some(Fault::SlowDown) => {
+                let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
+                            <Message>Please reduce your request rate.</Message></Error>";
+                write!(
+                    client_w,
+                    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\n\
+                     Content-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )?;
+                client_w.flush()?;
+                if let Some(r) = log.lock().unwrap().get_mut(index) {
+                    r.status = 503;
+                }
+                continue;
+            }
+            Some(Fault::Truncate) | None => {}
+        }
         up_w.write_all(&req.raw)?;
         up_w.write_all(&raw_body)?;
         up_w.flush()?;
@@ -272,6 +422,17 @@ fn serve(
         } else {
             read_body(&mut up_r, &resp)?.0
         };
+        if fault == Some(Fault::Truncate) {
+            // Half the head when there is no body, else the head and half the body.
+            if raw.is_empty() {
+                client_w.write_all(&resp.raw[..resp.raw.len() / 2])?;
+            } else {
+                client_w.write_all(&resp.raw)?;
+                client_w.write_all(&raw[..raw.len() / 2])?;
+            }
+            client_w.flush()?;
+            break;
+        }
         client_w.write_all(&resp.raw)?;
         client_w.write_all(&raw)?;
         client_w.flush()?;
