@@ -1,0 +1,309 @@
+//! Secret audit: a whole run of the helper's commands against a real
+//! SeaweedFS, with every output stream and the argv and environment of
+//! every process it executes captured (`strace -f -e trace=execve`, see
+//! `common::traced_run`), then searched for the run's secrets: the store's
+//! admin secret, the writer secret the store issued, and the signing key
+//! (its seed and whole secret key, in base64 and hex). None may appear.
+//! Every file the run wrote that holds a secret must be mode 0600 or
+//! stricter, in a directory no one else can enter.
+//!
+//! Commands covered: `keys generate`, `keys public`, `provision` (fresh,
+//! converged, dry run), `configure` (nix.conf and AWS profile, applied and
+//! as a dry-run diff over an older secret), `check`.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use common::seaweed::Seaweed;
+use common::traced_run;
+use nix_binary_cache::credentials::Credentials;
+use nix_binary_cache::signing::SecretKey;
+
+/// What one traced command left: its name, output and execve trace.
+struct Step {
+    name: String,
+    output: String,
+    trace: String,
+}
+
+#[derive(Default)]
+struct Audit {
+    steps: Vec<Step>,
+}
+
+impl Audit {
+    /// Runs the helper under strace; `None` when strace is missing.
+    fn run(&mut self, args: &[&str]) -> Option<String> {
+        let (output, trace) = traced_run(args)?;
+        self.steps.push(Step {
+            name: args[..args.len().min(2)].join(" "),
+            output: output.clone(),
+            trace,
+        });
+        Some(output)
+    }
+
+    /// Every place a secret appears, as "step: stream".
+    fn leaks(&self, secrets: &[(&str, String)]) -> Vec<String> {
+        let mut found = Vec::new();
+        for step in &self.steps {
+            for (what, value) in secrets {
+                if step.output.contains(value.as_str()) {
+                    found.push(format!("{what} in the output of `{}`", step.name));
+                }
+                if step.trace.contains(value.as_str()) {
+                    let line = step
+                        .trace
+                        .lines()
+                        .find(|l| l.contains(value.as_str()))
+                        .unwrap_or_default();
+                    let program = line.split('"').nth(1).unwrap_or("?");
+                    found.push(format!(
+                        "{what} in the argv/environment of {program} (run by `{}`)",
+                        step.name
+                    ));
+                }
+            }
+        }
+        found
+    }
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// Every regular file under `dir`.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else if p.is_file() {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The forms a secret key could leak in.
+fn key_forms(key: &SecretKey) -> Vec<(&'static str, String)> {
+    let file = key.to_file_string();
+    let whole = file.split_once(':').unwrap().1.to_string();
+    let bytes = BASE64.decode(&whole).unwrap();
+    vec![
+        // The first 40 base64 characters encode only seed bytes.
+        ("signing key seed (base64)", whole[..40].to_string()),
+        (
+            "signing key seed (base64 of the seed alone)",
+            BASE64.encode(&bytes[..32])[..40].to_string(),
+        ),
+        ("signing key seed (hex)", hex::encode(&bytes[..32])),
+        ("secret key (base64)", whole),
+    ]
+}
+
+#[test]
+fn no_secret_reaches_output_argv_env_or_a_readable_file() {
+    let sw = Seaweed::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let admin_file = sw.admin_env_file(root);
+    let state = root.join("state");
+    let keys = root.join("keys");
+    let key_file = keys.join("signing-key");
+    let aws_file = root.join("aws/credentials");
+    let nix_conf = root.join("nix/nix.conf");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let mut audit = Audit::default();
+
+    // Keys.
+    if audit
+        .run(&[
+            "keys",
+            "generate",
+            "--name",
+            "cache.test-1",
+            "--secret-key-file",
+            &s(&key_file),
+        ])
+        .is_none()
+    {
+        return; // strace missing: traced_run said so
+    }
+    let public = audit.run(&["keys", "public", &s(&key_file)]).unwrap();
+    let public = public.trim().lines().last().unwrap().to_string();
+    audit.run(&[
+        "keys",
+        "generate",
+        "--name",
+        "cache.test-1",
+        "--secret-key-file",
+        &s(&key_file),
+    ]);
+
+    // Provision: fresh, converged, dry run.
+    let provision = |extra: &[&str]| {
+        let mut a: Vec<String> = [
+            "provision",
+            "--endpoint",
+            &sw.endpoint,
+            "--bucket",
+            "nix-cache",
+            "--backend",
+            "iam",
+            "--admin-credentials-file",
+            &s(&admin_file),
+            "--state-dir",
+            &s(&state),
+            "--wait-timeout",
+            "20",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        a.extend(extra.iter().map(|x| x.to_string()));
+        a
+    };
+    for extra in [&["--json"][..], &[], &["--dry-run"]] {
+        let args = provision(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        audit.run(&args);
+    }
+    let writer_file = state.join("writer.env");
+    let writer = Credentials::from_env_file(&writer_file).unwrap();
+
+    // Configure: nix.conf and the AWS profile, then a dry run whose diff
+    // replaces an older secret.
+    let substituter = format!("{}/nix-cache", sw.endpoint);
+    audit.run(&[
+        "configure",
+        "--nix-conf",
+        &s(&nix_conf),
+        "--substituter",
+        &substituter,
+        "--trusted-public-key",
+        &public,
+        "--secret-key-file",
+        &s(&key_file),
+        "--aws-credentials-file",
+        &s(&aws_file),
+        "--aws-profile",
+        "nix-cache",
+        "--writer-credentials-file",
+        &s(&writer_file),
+    ]);
+    let old_aws = common::write(
+        root,
+        "aws-old/credentials",
+        &format!(
+            "[nix-cache]\naws_access_key_id = {}\naws_secret_access_key = an-older-secret-value\n",
+            writer.access_key_id
+        ),
+    );
+    std::fs::set_permissions(&old_aws, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let diff = audit
+        .run(&[
+            "configure",
+            "--dry-run",
+            "--aws-credentials-file",
+            &s(&old_aws),
+            "--aws-profile",
+            "nix-cache",
+            "--writer-credentials-file",
+            &s(&writer_file),
+        ])
+        .unwrap();
+    assert!(
+        diff.contains("******** (new)"),
+        "the dry run shows no masked change:\n{diff}"
+    );
+
+    // A manifest that names the secret files (never their content).
+    let manifest = common::write(
+        root,
+        "manifest.toml",
+        &format!(
+            "version = 1\n[cache]\nendpoint = \"{}\"\nbucket = \"nix-cache\"\n\
+             [provision]\nbackend = \"iam\"\nadminCredentialsFile = \"{}\"\n\
+             [push]\nkeyName = \"cache.test-1\"\nsigningKeyFile = \"{}\"\n\
+             writerCredentialsFile = \"{}\"\n",
+            sw.endpoint,
+            admin_file.display(),
+            key_file.display(),
+            writer_file.display()
+        ),
+    );
+    audit.run(&["check", &s(&manifest)]);
+
+    // The capture works: argv and environment are in the trace.
+    let canary = root.join("canary-7f3a9c/signing-key");
+    std::fs::create_dir_all(canary.parent().unwrap()).unwrap();
+    std::fs::copy(&key_file, &canary).unwrap();
+    audit.run(&["keys", "public", &s(&canary)]);
+    let last = audit.steps.last().unwrap();
+    assert!(
+        last.trace.contains("canary-7f3a9c"),
+        "argv not traced:\n{}",
+        last.trace
+    );
+    assert!(
+        last.trace.contains("PATH="),
+        "environment not traced:\n{}",
+        last.trace
+    );
+
+    // The audit.
+    let key = SecretKey::from_file(&key_file).unwrap();
+    let mut secrets = vec![
+        ("admin secret", sw.admin_secret.clone()),
+        ("writer secret", writer.secret_access_key.clone()),
+    ];
+    secrets.extend(key_forms(&key));
+    let leaks = audit.leaks(&secrets);
+    assert!(leaks.is_empty(), "secrets leaked:\n{}", leaks.join("\n"));
+
+    // Files: each file holding a secret is 0600 or stricter, in a 0700 directory.
+    let mut holders = Vec::new();
+    for f in files(root) {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        if secrets.iter().any(|(_, v)| text.contains(v.as_str())) {
+            assert_eq!(
+                mode(&f) & 0o077,
+                0,
+                "{} holds a secret but is {:04o}",
+                f.display(),
+                mode(&f)
+            );
+            holders.push(f);
+        }
+    }
+    for must in [&writer_file, &key_file, &aws_file] {
+        assert!(
+            holders.contains(must),
+            "{} holds no secret?",
+            must.display()
+        );
+        let parent = must.parent().unwrap();
+        assert_eq!(
+            mode(parent) & 0o077,
+            0,
+            "{} is {:04o}",
+            parent.display(),
+            mode(parent)
+        );
+    }
+    // Files that must not hold one.
+    for public_file in [nix_conf.clone(), keys.join("signing-key.pub")] {
+        assert!(
+            !holders.contains(&public_file),
+            "{} holds a secret",
+            public_file.display()
+        );
+    }
+}
