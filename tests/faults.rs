@@ -182,12 +182,14 @@ async fn provision_converges_when_writes_lose_their_answers() {
     assert!(o.status.success(), "{injected} faults\n{}", show(&o));
     assert_eq!(report["converged"], true, "{report:#}");
     rig.assert_no_partial_state();
+    let first = format!("{}\n{report:#}", show(&o));
     rig.proxy.set_faults(FaultPlan::default());
     let (o, report) = rig.provision_json();
     assert!(o.status.success(), "{}", show(&o));
     assert!(
         statuses(&report).iter().all(|s| s == "unchanged"),
-        "{report:#}"
+        "second run: {report:#}\n{}\nfirst run: {first}",
+        show(&o)
     );
     let iam = IamClient::new(
         Endpoint::new(EndpointConfig::new(&rig.sw.endpoint).unwrap()).unwrap(),
