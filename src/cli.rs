@@ -45,6 +45,18 @@ enum Command {
     #[command(subcommand)]
     Queue(commands::queue::QueueCommand),
     /// Diagnose why a cache does not work, and say what to change.
+    ///
+    /// Checks, each reported as ok, warn, fail or skip, with the fix in one
+    /// sentence: the endpoint answers and its TLS certificate is valid; the
+    /// clock agrees with the store's (SigV4 refuses more than 15 minutes);
+    /// `nix-cache-info` is served anonymously with the right StoreDir; an
+    /// anonymous write and an anonymous listing are refused; the writer
+    /// credentials authenticate, may write (a fixed probe object,
+    /// `doctor/write-probe`) and may not delete; the signing key is a
+    /// trusted key; the Nix daemon's nix.conf (`$NIX_CONF_DIR/nix.conf`, else
+    /// /etc/nix/nix.conf) lists the substituter and the keys; the current
+    /// user may use the cache; a sample of narinfos verifies and their NARs
+    /// exist. Exit 1 when a check fails, 0 otherwise.
     Doctor(commands::doctor::DoctorArgs),
     /// Add a new key's signature to every narinfo in the bucket.
     ///

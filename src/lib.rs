@@ -6,6 +6,7 @@ pub mod aws_config;
 pub mod cli;
 pub mod commands;
 pub mod credentials;
+pub mod doctor;
 pub mod error;
 pub mod fsutil;
 pub mod fuzzing;

@@ -199,6 +199,29 @@ fn default_spool_max() -> u32 {
     10000
 }
 
+impl CacheSection {
+    /// The URL clients substitute from: `substituterUrl`, else
+    /// `endpoint/bucket` (path style) or `scheme://bucket.host` (virtual-host
+    /// style), as the Nix modules compute it.
+    pub fn substituter_url(&self) -> String {
+        if let Some(u) = &self.substituter_url {
+            return u.clone();
+        }
+        match url::Url::parse(&self.endpoint) {
+            Ok(u) if !self.path_style && u.host_str().is_some() => {
+                let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+                format!(
+                    "{}://{}.{}{port}",
+                    u.scheme(),
+                    self.bucket,
+                    u.host_str().unwrap_or_default()
+                )
+            }
+            _ => format!("{}/{}", self.endpoint.trim_end_matches('/'), self.bucket),
+        }
+    }
+}
+
 impl ProvisionSection {
     /// The writer credentials file: the configured one or `<stateDir>/writer.env`.
     pub fn writer_credentials_path(&self) -> PathBuf {
@@ -551,6 +574,23 @@ mod tests {
                 .to_string()
                 .starts_with("push.keyName: `k` must end in `-N`")
         );
+    }
+
+    #[test]
+    fn substituter_url_defaults() {
+        let mut m = parse(MINIMAL).unwrap();
+        assert_eq!(
+            m.cache.substituter_url(),
+            "https://s3.example.org/nix-cache"
+        );
+        m.cache.path_style = false;
+        m.cache.endpoint = "https://s3.example.org:9000/".into();
+        assert_eq!(
+            m.cache.substituter_url(),
+            "https://nix-cache.s3.example.org:9000"
+        );
+        m.cache.substituter_url = Some("https://cache.example.org".into());
+        assert_eq!(m.cache.substituter_url(), "https://cache.example.org");
     }
 
     #[test]

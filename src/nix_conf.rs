@@ -211,6 +211,55 @@ pub fn parse_conf(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The assignments of the nix.conf at `path`, in the order Nix applies
+/// them, with `include` and `!include` lines followed (relative paths are
+/// relative to the including file; `!include` of a missing file is
+/// ignored, as in Nix). A missing top-level file has no assignments (Nix
+/// then uses its defaults). The notes say which files were read or missed.
+pub fn read_conf_file(path: &Path) -> (Vec<(String, String)>, Vec<String>) {
+    fn walk(
+        path: &Path,
+        optional: bool,
+        depth: u32,
+        out: &mut Vec<(String, String)>,
+        notes: &mut Vec<String>,
+    ) {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                if !(optional && e.kind() == std::io::ErrorKind::NotFound) {
+                    notes.push(format!("{}: {e}", path.display()));
+                }
+                return;
+            }
+        };
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            let include = line
+                .strip_prefix("!include")
+                .map(|r| (r, true))
+                .or_else(|| line.strip_prefix("include").map(|r| (r, false)));
+            match include {
+                Some((rest, optional))
+                    if rest.starts_with(char::is_whitespace) && !rest.contains('=') =>
+                {
+                    if depth >= 8 {
+                        notes.push(format!("{}: includes nested too deep", path.display()));
+                        continue;
+                    }
+                    let target = crate::fsutil::parent_dir(path).join(rest.trim());
+                    walk(&target, optional, depth + 1, out, notes);
+                }
+                _ => out.extend(parse_conf(line)),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut notes = Vec::new();
+    walk(path, false, 0, &mut out, &mut notes);
+    (out, notes)
+}
+
 /// The value of the list setting `key` after all assignments: `key = ...`
 /// replaces the list, `extra-key = ...` appends, as Nix does. `default` is
 /// the value before any assignment.
@@ -441,6 +490,28 @@ mod tests {
         );
         let e = parse_conf("extra-trusted-users = carol\ntrusted-users =\n");
         assert!(effective_list(&e, "trusted-users", &["root"]).is_empty());
+    }
+
+    #[test]
+    fn includes_are_followed() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        std::fs::write(
+            d.path().join("nix.conf"),
+            "substituters = a\ninclude sub/more.conf # ours\n!include missing.conf\n\
+             extra-substituters = c\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("sub/more.conf"), "extra-substituters = b\n").unwrap();
+        let (e, notes) = read_conf_file(&d.path().join("nix.conf"));
+        assert_eq!(effective_list(&e, "substituters", &[]), ["a", "b", "c"]);
+        assert!(notes.is_empty(), "{notes:?}");
+        std::fs::remove_file(d.path().join("sub/more.conf")).unwrap();
+        let (e, notes) = read_conf_file(&d.path().join("nix.conf"));
+        assert_eq!(effective_list(&e, "substituters", &[]), ["a", "c"]);
+        assert!(notes[0].contains("more.conf"), "{notes:?}");
+        let (e, notes) = read_conf_file(&d.path().join("none.conf"));
+        assert!(e.is_empty() && notes.len() == 1);
     }
 
     #[test]
