@@ -114,3 +114,25 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .expect("the tokio runtime starts")
         .block_on(f)
 }
+
+/// Prints a command's report: one JSON document with `--json`, else its
+/// text form.
+pub fn print_report<R: serde::Serialize>(report: &R, json: bool, text: impl FnOnce(&R) -> String) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).expect("a report serialises")
+        );
+    } else {
+        print!("{}", text(report));
+    }
+}
+
+/// Exit 0 when `ok`, 1 otherwise (see `--help`).
+pub fn exit_status(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

@@ -512,3 +512,178 @@ fn unreachable_store_fails_the_endpoint_check_and_skips_the_rest() {
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
     assert!(show(&o).contains("--endpoint"), "{}", show(&o));
 }
+
+/// A loopback HTTPS server (Python's `ssl`) with a certificate from a
+/// private CA made by `openssl`: it serves `nix-cache-info` and refuses
+/// everything else, enough for the endpoint and cache-info checks.
+struct TlsServer {
+    child: std::process::Child,
+    port: u16,
+    ca: PathBuf,
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const TLS_SERVER: &str = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def reply(self, code, body, ctype):
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+    def do_GET(self):
+        if self.path == "/nix-cache/nix-cache-info":
+            self.reply(200, b"StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 41\n", "text/x-nix-cache-info")
+        else:
+            self.reply(403, b"<Error><Code>AccessDenied</Code><Message>no</Message></Error>", "application/xml")
+    do_PUT = do_DELETE = do_HEAD = do_GET
+    def log_message(self, *a):
+        pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+impl TlsServer {
+    /// `None` when `openssl` is not installed (scripts/setup.sh installs it).
+    fn start(dir: &std::path::Path) -> Option<TlsServer> {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        if Command::new("openssl").arg("version").output().is_err() {
+            eprintln!("openssl is not installed (scripts/setup.sh installs it): skipping");
+            return None;
+        }
+        let run = |args: &[&str]| {
+            let o = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "openssl {args:?}: {}", show(&o));
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(&[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=doctor test CA",
+            ],
+        ]
+        .concat());
+        run(&[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "leaf.key",
+                "-out",
+                "leaf.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat());
+        std::fs::write(
+            dir.join("ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ]);
+        std::fs::write(dir.join("server.py"), TLS_SERVER).unwrap();
+        let mut child = Command::new("python3")
+            .arg(dir.join("server.py"))
+            .arg(dir.join("leaf.pem"))
+            .arg(dir.join("leaf.key"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().expect("the server prints its port");
+        Some(TlsServer {
+            child,
+            port,
+            ca: dir.join("ca.pem"),
+        })
+    }
+}
+
+#[test]
+fn tls_certificate_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(server) = TlsServer::start(dir.path()) else {
+        return;
+    };
+    let conf = dir.path().join("conf");
+    common::write(&conf, "nix.conf", "");
+    let endpoint = format!("https://127.0.0.1:{}", server.port);
+    let doctor = |extra: &[&str]| {
+        let o = cmd()
+            .args(["doctor", "--endpoint", &endpoint, "--bucket", BUCKET])
+            .args(extra)
+            .env("NIX_CONF_DIR", &conf)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+
+    // A certificate from a CA nobody trusts: the endpoint check says so.
+    let (code, out) = doctor(&[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("FAIL  endpoint") && out.contains("TLS certificate"),
+        "{out}"
+    );
+    assert!(out.contains("fix:") && out.contains("--ca-file"), "{out}");
+    assert!(out.contains("skip  nix-cache-info"), "{out}");
+
+    // With its CA the certificate is valid and the cache answers.
+    let (_, out) = doctor(&["--ca-file", server.ca.to_str().unwrap()]);
+    assert!(out.contains("TLS certificate is valid"), "{out}");
+    assert!(out.contains("ok    nix-cache-info"), "{out}");
+}

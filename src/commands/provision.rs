@@ -182,17 +182,6 @@ pub fn run(args: ProvisionArgs) -> Result<ExitCode> {
     let json = args.json;
     let cfg = args.config()?;
     let report = crate::cli::block_on(provision(&cfg))?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("a report serialises")
-        );
-    } else {
-        print!("{}", report.to_text());
-    }
-    Ok(if report.converged {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    crate::cli::print_report(&report, json, |r| r.to_text());
+    Ok(crate::cli::exit_status(report.converged))
 }

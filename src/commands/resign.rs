@@ -187,11 +187,7 @@ pub fn run(args: ResignArgs) -> Result<ExitCode> {
         summary(&counts, &[signed, "already signed"])
     );
     let done = tally.get(signed) + tally.get("already signed");
-    Ok(if done == total {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(crate::cli::exit_status(done == total))
 }
 
 /// Runs `keys retire`.
@@ -232,21 +228,7 @@ pub fn retire(args: RetireArgs) -> Result<ExitCode> {
     let conditional = AtomicBool::new(true);
 
     // Pass 1: read everything, write nothing.
-    let check = Tally::new("retire: checking");
-    crate::cli::block_on(resign::for_each_narinfo(cache, jobs, |object_key| {
-        let (check, still_trusted, conditional) = (&check, &still_trusted, &conditional);
-        async move {
-            let outcome = resign::update(cache, &object_key, true, conditional, |b| {
-                Ok(Step {
-                    write: None,
-                    outcome: resign::plan_retire(&object_key, b, name, still_trusted)?,
-                })
-            })
-            .await?;
-            count_retire(check, &object_key, name, outcome, "would remove");
-            Ok(())
-        }
-    }))?;
+    let check = retire_pass(cache, jobs, name, &still_trusted, &conditional, false)?;
     let (counts, total) = check.finish();
     let order = ["would remove", "without the key", "blocked"];
     let blocked = check.get("blocked");
@@ -265,7 +247,7 @@ pub fn retire(args: RetireArgs) -> Result<ExitCode> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        return Ok(ExitCode::from(1));
+        return Ok(crate::cli::exit_status(false));
     }
     if args.target.dry_run {
         println!(
@@ -276,11 +258,32 @@ pub fn retire(args: RetireArgs) -> Result<ExitCode> {
     }
 
     // Pass 2: each narinfo read and decided again, then rewritten.
-    let write = Tally::new("retire");
+    let write = retire_pass(cache, jobs, name, &still_trusted, &conditional, true)?;
+    let (counts, total) = write.finish();
+    let order = ["removed", "without the key", "blocked"];
+    println!(
+        "keys retire {name}: {total} narinfos: {}",
+        summary(&counts, &order)
+    );
+    Ok(exit_for(total, &counts, &order))
+}
+
+/// One pass of `keys retire` over the bucket: each narinfo read, decided,
+/// and (with `write`) rewritten; the tally counts the outcomes.
+fn retire_pass(
+    cache: &Cache,
+    jobs: usize,
+    name: &str,
+    still_trusted: &[PublicKey],
+    conditional: &AtomicBool,
+    write: bool,
+) -> Result<Tally> {
+    let tally = Tally::new(if write { "retire" } else { "retire: checking" });
+    let removed = if write { "removed" } else { "would remove" };
     crate::cli::block_on(resign::for_each_narinfo(cache, jobs, |object_key| {
-        let (write, still_trusted, conditional) = (&write, &still_trusted, &conditional);
+        let tally = &tally;
         async move {
-            let outcome = resign::update(cache, &object_key, false, conditional, |b| {
+            let outcome = resign::update(cache, &object_key, !write, conditional, |b| {
                 let plan = resign::plan_retire(&object_key, b, name, still_trusted)?;
                 Ok(Step {
                     write: match &plan {
@@ -291,17 +294,11 @@ pub fn retire(args: RetireArgs) -> Result<ExitCode> {
                 })
             })
             .await?;
-            count_retire(write, &object_key, name, outcome, "removed");
+            count_retire(tally, &object_key, name, outcome, removed);
             Ok(())
         }
     }))?;
-    let (counts, total) = write.finish();
-    let order = ["removed", "without the key", "blocked"];
-    println!(
-        "keys retire {name}: {total} narinfos: {}",
-        summary(&counts, &order)
-    );
-    Ok(exit_for(total, &counts, &order))
+    Ok(tally)
 }
 
 /// 0 when every narinfo was handled (removed or without the key), else 1.
@@ -311,11 +308,7 @@ fn exit_for(
     order: &[&str],
 ) -> ExitCode {
     let handled: u64 = order[..2].iter().filter_map(|k| counts.get(*k)).sum();
-    if handled == total {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    crate::cli::exit_status(handled == total)
 }
 
 fn count_retire(
