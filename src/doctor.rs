@@ -263,6 +263,14 @@ struct Doctor<'a> {
     writer: Option<S3Client>,
     /// The daemon's nix.conf assignments.
     conf: Vec<(String, String)>,
+    /// The public half of the signing key, once read.
+    signing_public: Option<PublicKey>,
+}
+
+/// True for an error reading a file this user may not read (doctor run
+/// without root on a machine whose secrets belong to root).
+fn permission_denied(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied)
 }
 
 impl<'a> Doctor<'a> {
@@ -274,6 +282,7 @@ impl<'a> Doctor<'a> {
             anon: None,
             writer: None,
             conf,
+            signing_public: None,
         }
     }
 
@@ -574,6 +583,14 @@ impl<'a> Doctor<'a> {
         };
         let creds = match Credentials::from_env_file(&file) {
             Ok(c) => c,
+            Err(e) if permission_denied(&e) => {
+                let why = format!(
+                    "{} is not readable by this user; run doctor as root to check the writer",
+                    file.display()
+                );
+                self.push(Check::skip(names[0], why.clone()));
+                return skip_rest(self, &why);
+            }
             Err(e) => {
                 self.push(Check::fail(
                     names[0],
@@ -715,6 +732,16 @@ impl<'a> Doctor<'a> {
         };
         let key = match SecretKey::from_file(&file) {
             Ok(k) => k.public(),
+            Err(e) if permission_denied(&e) => {
+                return self.push(Check::skip(
+                    name,
+                    format!(
+                        "{} is not readable by this user; run doctor as root to check the \
+                         signing key",
+                        file.display()
+                    ),
+                ));
+            }
             Err(e) => {
                 return self.push(Check::fail(
                     name,
@@ -724,6 +751,7 @@ impl<'a> Doctor<'a> {
                 ));
             }
         };
+        self.signing_public = Some(key.clone());
         let (trusted, source) = self.client_keys();
         let trust_option = if self.cfg.from_manifest {
             "services.nixBinaryCache.trust.publicKeys".to_string()
@@ -783,13 +811,9 @@ impl<'a> Doctor<'a> {
         // Keys: the configured ones, or the signing key's.
         let mut wanted = self.cfg.public_keys.clone();
         if wanted.is_empty()
-            && let Some(k) = self
-                .cfg
-                .signing_key_file
-                .as_deref()
-                .and_then(|f| SecretKey::from_file(f).ok())
+            && let Some(k) = &self.signing_public
         {
-            wanted.push(k.public());
+            wanted.push(k.clone());
         }
         let key_args = if wanted.is_empty() {
             " --trusted-public-key KEY".to_string()

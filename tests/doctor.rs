@@ -687,3 +687,84 @@ fn tls_certificate_is_checked() {
     assert!(out.contains("TLS certificate is valid"), "{out}");
     assert!(out.contains("ok    nix-cache-info"), "{out}");
 }
+
+#[test]
+fn unprivileged_user_skips_root_secrets_and_learns_about_trust() {
+    use std::os::unix::fs::PermissionsExt;
+    if std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("setpriv is not installed: skipping");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Secrets only root may read, as on a NixOS machine.
+    let key = dir.path().join("cache.test-1.sec");
+    ok(cmd()
+        .args([
+            "keys",
+            "generate",
+            "--name",
+            "cache.test-1",
+            "--secret-key-file",
+        ])
+        .arg(&key)
+        .output()
+        .unwrap());
+    let writer = common::write(
+        dir.path(),
+        "writer.env",
+        &Credentials::new("AKIA1", "s3cr3t").to_env(),
+    );
+    std::fs::set_permissions(&writer, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let public = std::fs::read_to_string(dir.path().join("cache.test-1.sec.pub")).unwrap();
+    let conf = dir.path().join("conf");
+    let run = |nix_conf: &str| {
+        common::write(&conf, "nix.conf", nix_conf);
+        for p in [&conf, &conf.join("nix.conf")] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        // As `nobody` (uid and gid 65534).
+        let o = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(common::bin())
+            .args([
+                "doctor",
+                "--endpoint",
+                "http://127.0.0.1:9",
+                "--bucket",
+                BUCKET,
+            ])
+            .args(["--public-key", public.trim(), "--signing-key-file"])
+            .arg(&key)
+            .arg("--writer-credentials-file")
+            .arg(&writer)
+            .env("NIX_CONF_DIR", &conf)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let out = run("trusted-users = root\n");
+    for line in [
+        "skip  signing-key",
+        "skip  writer-credentials",
+        "run doctor as root",
+        "FAIL  nix-user",
+        "`nobody` is not in trusted-users (root)",
+    ] {
+        assert!(out.contains(line), "{line}:\n{out}");
+    }
+    // trusted-substituters lets the user opt in.
+    let out = run(&format!(
+        "trusted-substituters = http://127.0.0.1:9/{BUCKET}\ntrusted-public-keys = {public}\n"
+    ));
+    assert!(
+        out.contains("ok    nix-user") && out.contains("may enable it"),
+        "{out}"
+    );
+}
