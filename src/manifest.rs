@@ -82,7 +82,9 @@ pub struct ProvisionSection {
     /// Env file with the admin key pair (`AWS_*` or `MINIO_ROOT_*`).
     /// Under systemd this is a `LoadCredential` path.
     pub admin_credentials_file: PathBuf,
-    /// IAM endpoint (`iam` backend). Default: the S3 endpoint.
+    /// Endpoint of the identity plane: the IAM API (`iam` backend) or the
+    /// MinIO admin API (`minio`). Default: the S3 endpoint, where SeaweedFS
+    /// and MinIO serve them.
     #[serde(default)]
     pub iam_endpoint: Option<String>,
     /// Name of the writer identity. Default `nix-cache-writer`.

@@ -649,12 +649,6 @@ fn errors_before_any_request() {
     );
     assert!(took < Duration::from_secs(2), "{took:?}");
 
-    // The minio backend is not there yet: said so before any request.
-    let (o, took) = run("nix-cache", "minio");
-    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("minio"));
-    assert!(took < Duration::from_secs(2), "{took:?}");
-
     // A store that never comes up: bounded, logged retries, then a clear error.
     let (o, took) = run("nix-cache", "iam");
     assert_eq!(o.status.code(), Some(3), "{}", show(&o));

@@ -62,7 +62,7 @@ pub struct ProvisionArgs {
     writer_policy: String,
 
     /// Writer credentials env file (written by provision for `iam`, given
-    /// for `s3`). Default: STATE_DIR/writer.env.
+    /// for `s3`, either for `minio`). Default: STATE_DIR/writer.env.
     #[arg(long, value_name = "PATH")]
     writer_credentials_file: Option<PathBuf>,
 
@@ -70,7 +70,8 @@ pub struct ProvisionArgs {
     #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
 
-    /// IAM endpoint (`iam` backend). Default: the S3 endpoint.
+    /// Endpoint of the identity plane: the IAM API (`iam` backend) or the
+    /// MinIO admin API (`minio`). Default: the S3 endpoint.
     #[arg(long, value_name = "URL")]
     iam_endpoint: Option<String>,
 
@@ -132,7 +133,10 @@ would change and 1 when something would.
 
 The `iam` backend issues the writer's access key itself and keeps it in the writer
 credentials file (mode 0600) while it authenticates; a file it did not write cannot be
-adopted. The `s3` backend only checks the given writer credentials.";
+adopted. The `minio` backend sets the writer user's secret from the writer credentials
+file (whose access key is the user's name), or generates a secret and writes the file
+(mode 0600) when there is none. The `s3` backend only checks the given writer
+credentials.";
 
 impl ProvisionArgs {
     /// The one configuration, from the manifest or from the flags.

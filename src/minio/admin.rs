@@ -457,10 +457,15 @@ impl AdminClient {
         Ok(AttachOutcome::MappingReplaced(union))
     }
 
-    /// One health probe: `/minio/health/ready` (unauthenticated).
+    /// One health probe: `/minio/health/ready` (unauthenticated, not
+    /// retried: [`Self::wait_until_ready`] does the waiting, and logs it).
     pub async fn health(&self) -> Result<Health> {
         let req = Request::new(Method::GET, "/minio/health/ready");
-        let resp = self.endpoint.send(&req, None, "s3").await?;
+        let resp = self
+            .endpoint
+            .with_max_retries(0)
+            .send(&req, None, "s3")
+            .await?;
         if !resp.status.is_success() {
             return Ok(Health::Starting(format!(
                 "/minio/health/ready answered HTTP {}",
@@ -478,12 +483,12 @@ impl AdminClient {
     /// Whether the process answers at all: `/minio/health/live`.
     pub async fn is_live(&self) -> Result<bool> {
         let req = Request::new(Method::GET, "/minio/health/live");
-        Ok(self
+        let resp = self
             .endpoint
+            .with_max_retries(0)
             .send(&req, None, "s3")
-            .await?
-            .status
-            .is_success())
+            .await?;
+        Ok(resp.status.is_success())
     }
 
     /// Waits until the server is ready, probing with backoff and logging

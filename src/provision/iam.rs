@@ -7,7 +7,6 @@
 //! GET as the writer) side by side; then the attachment. A converged store
 //! costs five IAM reads and one S3 GET.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -19,8 +18,8 @@ use crate::iam::{AccessKeyMeta, IamClient};
 
 use super::ProvisionConfig;
 use super::identity::{
-    IdentityContext, WriterCheck, WriterFile, check_writer, load_writer_file, save_writer_file,
-    wait_until_valid,
+    IdentityContext, WriterCheck, WriterFile, check_writer, load_writer_file, own_requests,
+    save_writer_file, wait_until_valid,
 };
 use super::policy;
 use super::report::{Outcome, Status};
@@ -57,12 +56,7 @@ impl IamPlane {
 
     /// Requests counted on a separate IAM endpoint (0 when shared with S3).
     pub fn own_requests(&self, s3: &Endpoint) -> (u64, u64) {
-        let stats = &self.client.endpoint.stats;
-        if Arc::ptr_eq(stats, &s3.stats) {
-            (0, 0)
-        } else {
-            (stats.reads(), stats.writes())
-        }
+        own_requests(&self.client.endpoint, s3)
     }
 
     /// Reconciles writer policy, writer identity and attachment.

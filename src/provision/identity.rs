@@ -6,6 +6,8 @@
 //!
 //! - `Iam` ([`super::iam::IamPlane`]): the AWS IAM API (AWS, SeaweedFS,
 //!   Ceph RGW). The store issues the writer's access key.
+//! - `Minio` ([`super::minio::MinioPlane`]): the MinIO admin API v3. The
+//!   writer's secret is given or generated here, and set on the store.
 //! - `None`: the `s3` backend. Identities are managed elsewhere; provision
 //!   only checks that the given writer credentials authenticate and may write.
 //!
@@ -50,6 +52,7 @@ use crate::s3::{S3Client, S3Error};
 
 use super::ProvisionConfig;
 use super::iam::IamPlane;
+use super::minio::MinioPlane;
 use super::policy;
 use super::report::{Outcome, Status};
 
@@ -63,6 +66,8 @@ pub const MANAGED_MARKER: &str = "# Managed by `nix-binary-cache provision`";
 pub enum IdentityPlane {
     /// The AWS IAM API.
     Iam(IamPlane),
+    /// The MinIO admin API v3.
+    Minio(MinioPlane),
     /// `s3` backend: bucket plane only; the writer is checked, not managed.
     None,
 }
@@ -94,11 +99,11 @@ impl IdentityPlane {
                 s3_endpoint,
             )?)),
             Backend::S3 => Ok(IdentityPlane::None),
-            Backend::Minio => Err(Error::config(
-                config.field("--backend", "provision.backend"),
-                "the `minio` backend is not available in this version yet; use `iam` \
-                 (SeaweedFS, AWS, Ceph RGW) or `s3` (writer managed elsewhere)",
-            )),
+            Backend::Minio => Ok(IdentityPlane::Minio(MinioPlane::new(
+                config,
+                admin,
+                s3_endpoint,
+            )?)),
         }
     }
 
@@ -108,6 +113,11 @@ impl IdentityPlane {
             // SeaweedFS's CreatePolicyVersion rejects the multipart listing
             // actions: a policy holding them could never be updated.
             IdentityPlane::Iam(_) => policy::BASE_WRITER_ACTIONS.to_vec(),
+            IdentityPlane::Minio(_) => {
+                let mut a = policy::BASE_WRITER_ACTIONS.to_vec();
+                a.extend_from_slice(policy::MULTIPART_LISTING_ACTIONS);
+                a
+            }
             IdentityPlane::None => Vec::new(),
         }
     }
@@ -116,6 +126,7 @@ impl IdentityPlane {
     pub async fn reconcile(&self, cx: &IdentityContext<'_>) -> Result<Vec<Outcome>> {
         match self {
             IdentityPlane::Iam(p) => p.reconcile(cx, &self.writer_actions()).await,
+            IdentityPlane::Minio(p) => p.reconcile(cx, &self.writer_actions()).await,
             IdentityPlane::None => check_given_writer(cx).await.map(|o| vec![o]),
         }
     }
@@ -125,8 +136,19 @@ impl IdentityPlane {
     pub fn own_requests(&self, s3_endpoint: &Endpoint) -> (u64, u64) {
         match self {
             IdentityPlane::Iam(p) => p.own_requests(s3_endpoint),
+            IdentityPlane::Minio(p) => p.own_requests(s3_endpoint),
             IdentityPlane::None => (0, 0),
         }
+    }
+}
+
+/// Requests counted on a plane's own endpoint: (reads, writes), or (0, 0)
+/// when it shares the S3 endpoint's counters (they are in the S3 totals).
+pub fn own_requests(own: &Endpoint, s3: &Endpoint) -> (u64, u64) {
+    if std::sync::Arc::ptr_eq(&own.stats, &s3.stats) {
+        (0, 0)
+    } else {
+        (own.stats.reads(), own.stats.writes())
     }
 }
 

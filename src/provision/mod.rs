@@ -6,7 +6,7 @@
 //! | resource | module |
 //! |---|---|
 //! | `bucket`, `nix-cache-info`, `bucket-policy`, `lifecycle` | [`bucket`] (plain S3, every backend) |
-//! | `writer-policy`, `writer-identity`, `attachment` | [`identity`] (per backend: [`iam`], ...) |
+//! | `writer-policy`, `writer-identity`, `attachment` | [`identity`] (per backend: [`iam`], [`minio`]) |
 //!
 //! A converged store costs reads only (S3 GET/HEAD, IAM `Get*`/`List*`),
 //! about ten of them, sent concurrently where they do not depend on each
@@ -22,6 +22,7 @@ pub mod bucket;
 pub mod iam;
 pub mod identity;
 pub mod lifecycle;
+pub mod minio;
 pub mod policy;
 pub mod report;
 

@@ -1,0 +1,442 @@
+//! `provision --backend minio` end to end. The identity plane goes to the
+//! **stand-in for a MinIO server** (`common/minio_standin.rs`: the real
+//! server is AGPL and never runs here), which keeps users, canned policies
+//! and attachments in memory as MinIO does and records every request. The
+//! bucket plane goes to a real SeaweedFS, through a recording proxy.
+//! `--iam-endpoint` splits the two; on a real MinIO both are one endpoint.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Output;
+
+use common::minio_standin::{AttachRoute, MinioStandIn, Recorded};
+use common::proxy::Proxy;
+use common::seaweed::Seaweed;
+use common::{cmd, show};
+use nix_binary_cache::credentials::Credentials;
+use serde_json::Value;
+
+const BUCKET: &str = "nix-cache";
+const WRITER: &str = "nix-cache-writer";
+const POLICY: &str = "nix-cache-write";
+
+struct Rig {
+    sw: Seaweed,
+    proxy: Proxy,
+    minio: MinioStandIn,
+    dir: tempfile::TempDir,
+    admin_file: PathBuf,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let sw = Seaweed::start();
+        let proxy = Proxy::start(&sw.endpoint);
+        // One admin key pair for both planes, as on a real MinIO.
+        let minio = MinioStandIn::start(&sw.admin_key, &sw.admin_secret);
+        minio.with_state(|s| {
+            s.buckets.insert(BUCKET.into());
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let admin_file = sw.admin_env_file(dir.path());
+        Rig {
+            sw,
+            proxy,
+            minio,
+            dir,
+            admin_file,
+        }
+    }
+
+    fn writer_file(&self) -> PathBuf {
+        self.dir.path().join("state/writer.env")
+    }
+
+    fn run(&self, extra: &[&str]) -> Output {
+        let mut args: Vec<String> = [
+            "provision",
+            "--endpoint",
+            &self.proxy.endpoint,
+            "--iam-endpoint",
+            &self.minio.url,
+            "--bucket",
+            BUCKET,
+            "--backend",
+            "minio",
+            "--admin-credentials-file",
+            self.admin_file.to_str().unwrap(),
+            "--state-dir",
+            self.dir.path().join("state").to_str().unwrap(),
+            "--wait-timeout",
+            "20",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let o = cmd().args(&args).output().unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            !all.contains(&self.sw.admin_secret),
+            "admin secret leaked:\n{all}"
+        );
+        if let Ok(text) = std::fs::read_to_string(self.writer_file()) {
+            let w = Credentials::parse_env(&text).unwrap();
+            assert!(
+                !all.contains(&w.secret_access_key),
+                "writer secret leaked:\n{all}"
+            );
+        }
+        o
+    }
+
+    /// Runs with `--json`; returns the output and the report.
+    fn run_json(&self, extra: &[&str]) -> (Output, Value) {
+        let mut e = vec!["--json"];
+        e.extend_from_slice(extra);
+        let o = self.run(&e);
+        let v = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|err| panic!("not JSON ({err}):\n{}", show(&o)));
+        (o, v)
+    }
+
+    fn clear(&self) {
+        self.minio.clear();
+        self.proxy.clear();
+    }
+
+    fn writer(&self) -> Credentials {
+        Credentials::from_env_file(&self.writer_file()).unwrap()
+    }
+}
+
+/// The identity-plane statuses: writer-policy, writer-identity, attachment.
+fn identity_statuses(report: &Value) -> Vec<String> {
+    ["writer-policy", "writer-identity", "attachment"]
+        .iter()
+        .map(|r| {
+            report["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|o| o["resource"] == *r)
+                .unwrap_or_else(|| panic!("no {r} in {report:#}"))["status"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// What the stand-in saw, as `METHOD op` (admin) or `METHOD path?query`.
+fn ops(reqs: &[Recorded]) -> Vec<String> {
+    reqs.iter()
+        .map(|r| match r.admin_op() {
+            Some(op) => format!("{} {op}", r.method),
+            None if r.query.is_empty() => format!("{} {}", r.method, r.path),
+            None => format!("{} {}?{}", r.method, r.path, r.query[0].0),
+        })
+        .collect()
+}
+
+#[test]
+fn fresh_then_converged_then_drift_repaired() {
+    let rig = Rig::new();
+
+    // A fresh store: everything is created, the secret is generated.
+    let (o, report) = rig.run_json(&[]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(
+        identity_statuses(&report),
+        ["created", "created", "created"]
+    );
+    assert_eq!(report["converged"], true);
+    let mode = std::fs::metadata(rig.writer_file())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let writer = rig.writer();
+    assert_eq!(writer.access_key_id, WRITER);
+    assert!(writer.secret_access_key.len() >= 32);
+    rig.minio.with_state(|s| {
+        let u = &s.users[WRITER];
+        assert_eq!(u.secret, writer.secret_access_key);
+        assert!(u.enabled);
+        assert_eq!(u.policies, vec![POLICY.to_string()]);
+        let stored = s.policies[POLICY].to_string();
+        for a in [
+            "s3:ListBucketMultipartUploads",
+            "s3:ListMultipartUploadParts",
+            "s3:PutObject",
+        ] {
+            assert!(stored.contains(a), "{a} missing from {stored}");
+        }
+        assert!(!stored.contains("Delete"), "{stored}");
+    });
+    let first = ops(&rig.minio.requests());
+    for want in [
+        "GET /minio/health/ready",
+        "GET info-canned-policy",
+        "GET user-info",
+        "PUT add-canned-policy",
+        "PUT add-user",
+        "POST idp/builtin/policy/attach",
+    ] {
+        assert!(first.iter().any(|o| o == want), "{want} not in {first:?}");
+    }
+    // Every request to the stand-in was signed correctly by the admin (or,
+    // for the writer check, by the writer); health probes are anonymous.
+    for r in rig.minio.requests() {
+        assert!(
+            !matches!(r.auth, common::minio_standin::Auth::Invalid(_)),
+            "{}: {:?}",
+            r.line(),
+            r.auth
+        );
+    }
+
+    // Converged: reads only, on both planes, and it says so.
+    rig.clear();
+    let (o, report) = rig.run_json(&[]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(
+        identity_statuses(&report),
+        ["unchanged", "unchanged", "unchanged"]
+    );
+    assert_eq!(report["requests"]["writes"], 0, "{report:#}");
+    let reqs = rig.minio.requests();
+    assert!(reqs.iter().all(Recorded::is_read), "{:?}", ops(&reqs));
+    let mut seen = ops(&reqs);
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "GET /minio/health/ready",
+            "GET /nix-cache?location",
+            "GET info-canned-policy",
+            "GET user-info",
+        ]
+    );
+    let location = reqs
+        .iter()
+        .find(|r| r.admin_op().is_none() && !r.query.is_empty());
+    assert!(
+        matches!(&location.unwrap().auth,
+            common::minio_standin::Auth::Valid { access_key, .. } if access_key == WRITER),
+        "the writer check is signed as the writer"
+    );
+    assert!(
+        rig.proxy.mutating().is_empty(),
+        "{:?}",
+        rig.proxy.mutating()
+    );
+    let text = rig.run(&[]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("converged"),
+        "{}",
+        show(&text)
+    );
+
+    // Someone changed the writer's secret on the server: detected by the
+    // signed GET, repaired with add-user, nothing else written.
+    rig.minio.with_state(|s| {
+        s.users.get_mut(WRITER).unwrap().secret = "changed-by-someone-else".into();
+    });
+    rig.clear();
+    let (o, report) = rig.run_json(&[]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(
+        identity_statuses(&report),
+        ["unchanged", "updated", "unchanged"]
+    );
+    let writes: Vec<String> = ops(&rig.minio.requests())
+        .into_iter()
+        .filter(|o| !o.starts_with("GET"))
+        .collect();
+    assert_eq!(writes, ["PUT add-user"]);
+    rig.minio
+        .with_state(|s| assert_eq!(s.users[WRITER].secret, writer.secret_access_key));
+
+    // The policy was edited and detached by hand; MinIO's reordering alone
+    // is not a difference (the stand-in stores actions reversed).
+    rig.minio.with_state(|s| {
+        let p = s.policies.get_mut(POLICY).unwrap();
+        p["Statement"][0]["Action"].as_array_mut().unwrap().pop();
+        s.users.get_mut(WRITER).unwrap().policies.clear();
+    });
+    rig.clear();
+    let (o, report) = rig.run_json(&[]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(
+        identity_statuses(&report),
+        ["updated", "unchanged", "created"]
+    );
+    let writes: Vec<String> = ops(&rig.minio.requests())
+        .into_iter()
+        .filter(|o| !o.starts_with("GET"))
+        .collect();
+    assert_eq!(
+        writes,
+        ["PUT add-canned-policy", "POST idp/builtin/policy/attach"]
+    );
+
+    // A disabled user is enabled again (add-user keeps its policies).
+    rig.minio
+        .with_state(|s| s.users.get_mut(WRITER).unwrap().enabled = false);
+    let (o, report) = rig.run_json(&[]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(
+        identity_statuses(&report),
+        ["unchanged", "updated", "unchanged"]
+    );
+    rig.minio.with_state(|s| {
+        assert!(s.users[WRITER].enabled);
+        assert_eq!(s.users[WRITER].policies, vec![POLICY.to_string()]);
+    });
+}
+
+#[test]
+fn given_writer_file_sets_that_secret() {
+    let rig = Rig::new();
+    let given = Credentials::new(WRITER, "given-secret-from-sops-0123");
+    given.write_env_file(&rig.writer_file()).unwrap();
+    // The user exists already with another secret.
+    rig.minio.with_state(|s| {
+        s.users.insert(
+            WRITER.into(),
+            common::minio_standin::User {
+                secret: "old-secret-000000".into(),
+                enabled: true,
+                policies: vec![],
+            },
+        );
+    });
+    let (o, report) = rig.run_json(&[]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(
+        identity_statuses(&report),
+        ["created", "updated", "created"]
+    );
+    assert_eq!(rig.writer(), given, "a given file is never rewritten");
+    rig.minio
+        .with_state(|s| assert_eq!(s.users[WRITER].secret, given.secret_access_key));
+
+    // A file whose access key is not the writer user is refused up front.
+    Credentials::new("someone-else", "given-secret-from-sops-0123")
+        .write_env_file(&rig.writer_file())
+        .unwrap();
+    rig.clear();
+    let o = rig.run(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(rig.writer_file().to_str().unwrap()), "{err}");
+    assert!(
+        err.contains("someone-else") && err.contains(WRITER),
+        "{err}"
+    );
+    assert!(
+        rig.minio.requests().iter().all(Recorded::is_read),
+        "nothing written"
+    );
+}
+
+#[test]
+fn dry_run_sends_reads_only() {
+    let rig = Rig::new();
+    let (o, report) = rig.run_json(&["--dry-run"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert_eq!(
+        identity_statuses(&report),
+        ["would create", "would create", "would create"]
+    );
+    assert!(rig.minio.requests().iter().all(Recorded::is_read));
+    assert!(
+        !rig.writer_file().exists(),
+        "no secret generated under --dry-run"
+    );
+    rig.minio.with_state(|s| assert!(s.users.is_empty()));
+}
+
+#[test]
+fn old_server_without_attach_keeps_other_policies() {
+    let rig = Rig::new();
+    rig.minio.with_state(|s| {
+        s.attach_route = AttachRoute::Missing;
+        s.users.insert(
+            WRITER.into(),
+            common::minio_standin::User {
+                secret: "whatever-secret-1".into(),
+                enabled: true,
+                policies: vec!["readwrite".into()],
+            },
+        );
+    });
+    let (o, report) = rig.run_json(&[]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(
+        identity_statuses(&report),
+        ["created", "updated", "created"]
+    );
+    rig.minio.with_state(|s| {
+        assert_eq!(
+            s.users[WRITER].policies,
+            vec!["readwrite".to_string(), POLICY.into()]
+        )
+    });
+    rig.clear();
+    let (o, report) = rig.run_json(&[]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(
+        identity_statuses(&report),
+        ["unchanged", "unchanged", "unchanged"]
+    );
+    assert!(rig.minio.requests().iter().all(Recorded::is_read));
+}
+
+#[test]
+fn waits_for_a_starting_server_and_explains_bad_admin_credentials() {
+    let rig = Rig::new();
+    rig.minio.with_state(|s| s.starting = 2);
+    let (o, report) = rig.run_json(&[]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(
+        identity_statuses(&report),
+        ["created", "created", "created"]
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("waiting for MinIO"),
+        "{}",
+        show(&o)
+    );
+
+    // The stand-in's root differs from the admin file (SeaweedFS accepts
+    // it; MinIO does not): the error names the file to fix.
+    rig.minio
+        .with_state(|s| s.root = ("other-root".into(), "other-root-secret".into()));
+    let o = rig.run(&[]);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("InvalidAccessKeyId"), "{err}");
+    assert!(err.contains(rig.admin_file.to_str().unwrap()), "{err}");
+}
+
+#[test]
+fn writer_user_that_minio_refuses_is_an_error_before_any_request() {
+    let rig = Rig::new();
+    for bad in ["ab", "nix=writer", "a,b"] {
+        let o = rig.run(&["--writer-user", bad]);
+        assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("--writer-user") && err.contains(bad), "{err}");
+    }
+    assert!(rig.minio.requests().is_empty());
+    assert!(rig.proxy.requests().is_empty());
+}
