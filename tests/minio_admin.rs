@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use common::minio_standin::{AttachRoute, Auth, MinioStandIn, Recorded, Reply, User};
 use nix_binary_cache::credentials::Credentials;
-use nix_binary_cache::error::Error;
 use nix_binary_cache::http::{Endpoint, EndpointConfig};
 use nix_binary_cache::minio::admin::{AdminClient, AttachOutcome};
 use serde_json::{Value, json};
@@ -92,13 +91,6 @@ fn valid_auth(r: &Recorded) -> (String, Vec<String>) {
             (region.clone(), signed_headers.clone())
         }
         other => panic!("{}: signature not valid: {other:?}", r.line()),
-    }
-}
-
-fn store_code(e: &Error) -> Option<&str> {
-    match e {
-        Error::Store { code, .. } => code.as_deref(),
-        _ => None,
     }
 }
 
@@ -268,10 +260,10 @@ async fn answers_of_a_current_server() {
         .attach_policies(WRITER, &[POLICY.into()])
         .await
         .unwrap_err();
-    assert_eq!(store_code(&e), Some("XMinioAdminNoSuchUser"), "{e}");
+    assert_eq!(e.store_code(), Some("XMinioAdminNoSuchUser"), "{e}");
     let e = c.attach_user_policy(WRITER, POLICY).await.unwrap_err();
     assert_eq!(
-        store_code(&e),
+        e.store_code(),
         Some("XMinioAdminNoSuchUser"),
         "no fallback for a missing user: {e}"
     );
@@ -284,7 +276,7 @@ async fn answers_of_a_current_server() {
 
     c.add_user(WRITER, WRITER_SECRET).await.unwrap();
     let e = c.attach_user_policy(WRITER, POLICY).await.unwrap_err();
-    assert_eq!(store_code(&e), Some("XMinioAdminNoSuchPolicy"), "{e}");
+    assert_eq!(e.store_code(), Some("XMinioAdminNoSuchPolicy"), "{e}");
 
     c.add_canned_policy(POLICY, &writer_policy()).await.unwrap();
     // MinIO hands the policy back reordered: the same sets, another order.
@@ -323,7 +315,7 @@ async fn answers_of_a_current_server() {
 
     // A short secret gets MinIO's code and a hint.
     let e = c.add_user(WRITER, "short").await.unwrap_err();
-    assert_eq!(store_code(&e), Some("XMinioAdminInvalidSecretKey"));
+    assert_eq!(e.store_code(), Some("XMinioAdminInvalidSecretKey"));
     assert!(e.to_string().contains("at least 8 characters"), "{e}");
 }
 
@@ -458,7 +450,7 @@ async fn wrong_admin_credentials_say_which_file_to_check() {
         .add_user(WRITER, WRITER_SECRET)
         .await
         .unwrap_err();
-    assert_eq!(store_code(&e), Some("InvalidAccessKeyId"), "{e}");
+    assert_eq!(e.store_code(), Some("InvalidAccessKeyId"), "{e}");
     let text = e.to_string();
     assert!(
         text.contains("/run/credentials/provision/minio-admin.env"),
@@ -471,7 +463,7 @@ async fn wrong_admin_credentials_say_which_file_to_check() {
         .user_info(WRITER)
         .await
         .unwrap_err();
-    assert_eq!(store_code(&e), Some("SignatureDoesNotMatch"), "{e}");
+    assert_eq!(e.store_code(), Some("SignatureDoesNotMatch"), "{e}");
     let text = e.to_string();
     assert!(
         text.contains("/run/credentials/provision/minio-admin.env"),

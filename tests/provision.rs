@@ -79,10 +79,18 @@ impl Rig {
         a
     }
 
+    /// Runs with the normal flags plus `extra`; no secret may be printed.
     fn run(&self, extra: &[&str]) -> Output {
-        let o = cmd().args(self.args(extra)).output().unwrap();
-        self.assert_no_secret(&o);
-        o
+        common::run_keeping_secrets(
+            &self.args(extra),
+            &[&self.sw.admin_secret],
+            &self.writer_file(),
+        )
+    }
+
+    /// Secrets must never reach stdout or stderr.
+    fn assert_no_secret(&self, o: &Output) {
+        common::assert_no_secret(o, &[&self.sw.admin_secret], &self.writer_file());
     }
 
     /// Runs with `--json` and returns the report.
@@ -90,30 +98,8 @@ impl Rig {
         let mut e = vec!["--json"];
         e.extend_from_slice(extra);
         let o = self.run(&e);
-        let v: Value = serde_json::from_slice(&o.stdout)
-            .unwrap_or_else(|err| panic!("not JSON ({err}):\n{}", show(&o)));
+        let v = common::json_stdout(&o);
         (o, v)
-    }
-
-    /// Secrets must never reach stdout or stderr.
-    fn assert_no_secret(&self, o: &Output) {
-        let all = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert!(
-            !all.contains(&self.sw.admin_secret),
-            "admin secret leaked:\n{all}"
-        );
-        if let Ok(Some(w)) =
-            std::fs::read_to_string(self.writer_file()).map(|t| Credentials::parse_env(&t).ok())
-        {
-            assert!(
-                !all.contains(&w.secret_access_key),
-                "writer secret leaked:\n{all}"
-            );
-        }
     }
 
     fn endpoint(&self) -> Endpoint {

@@ -11,10 +11,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Output;
 
-use common::minio_standin::{AttachRoute, MinioStandIn, Recorded};
+use common::minio_standin::{AttachRoute, Auth, MinioStandIn, Recorded, User};
 use common::proxy::Proxy;
 use common::seaweed::Seaweed;
-use common::{cmd, show};
+use common::show;
 use nix_binary_cache::credentials::Credentials;
 use serde_json::Value;
 
@@ -54,6 +54,7 @@ impl Rig {
         self.dir.path().join("state/writer.env")
     }
 
+    /// Runs with the normal flags plus `extra`; no secret may be printed.
     fn run(&self, extra: &[&str]) -> Output {
         let mut args: Vec<String> = [
             "provision",
@@ -76,24 +77,7 @@ impl Rig {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        let o = cmd().args(&args).output().unwrap();
-        let all = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert!(
-            !all.contains(&self.sw.admin_secret),
-            "admin secret leaked:\n{all}"
-        );
-        if let Ok(text) = std::fs::read_to_string(self.writer_file()) {
-            let w = Credentials::parse_env(&text).unwrap();
-            assert!(
-                !all.contains(&w.secret_access_key),
-                "writer secret leaked:\n{all}"
-            );
-        }
-        o
+        common::run_keeping_secrets(&args, &[&self.sw.admin_secret], &self.writer_file())
     }
 
     /// Runs with `--json`; returns the output and the report.
@@ -101,9 +85,40 @@ impl Rig {
         let mut e = vec!["--json"];
         e.extend_from_slice(extra);
         let o = self.run(&e);
-        let v = serde_json::from_slice(&o.stdout)
-            .unwrap_or_else(|err| panic!("not JSON ({err}):\n{}", show(&o)));
+        let v = common::json_stdout(&o);
         (o, v)
+    }
+
+    /// Runs, expects success and these statuses of writer-policy,
+    /// writer-identity and attachment; returns the output and the report.
+    #[track_caller]
+    fn converge(&self, expected: [&str; 3]) -> (Output, Value) {
+        let (o, report) = self.run_json(&[]);
+        assert!(o.status.success(), "{}", show(&o));
+        assert_eq!(identity_statuses(&report), expected, "{report:#}");
+        (o, report)
+    }
+
+    /// Puts the writer user into the stand-in's model.
+    fn insert_user(&self, secret: &str, policies: &[&str]) {
+        self.minio.with_state(|s| {
+            s.users.insert(
+                WRITER.into(),
+                User {
+                    secret: secret.into(),
+                    enabled: true,
+                    policies: policies.iter().map(|p| p.to_string()).collect(),
+                },
+            );
+        });
+    }
+
+    /// The requests to the stand-in since the last clear that were not GETs.
+    fn minio_writes(&self) -> Vec<String> {
+        ops(&self.minio.requests())
+            .into_iter()
+            .filter(|o| !o.starts_with("GET"))
+            .collect()
     }
 
     fn clear(&self) {
@@ -150,12 +165,7 @@ fn fresh_then_converged_then_drift_repaired() {
     let rig = Rig::new();
 
     // A fresh store: everything is created, the secret is generated.
-    let (o, report) = rig.run_json(&[]);
-    assert!(o.status.success(), "{}", show(&o));
-    assert_eq!(
-        identity_statuses(&report),
-        ["created", "created", "created"]
-    );
+    let (_, report) = rig.converge(["created", "created", "created"]);
     assert_eq!(report["converged"], true);
     let mode = std::fs::metadata(rig.writer_file())
         .unwrap()
@@ -196,7 +206,7 @@ fn fresh_then_converged_then_drift_repaired() {
     // for the writer check, by the writer); health probes are anonymous.
     for r in rig.minio.requests() {
         assert!(
-            !matches!(r.auth, common::minio_standin::Auth::Invalid(_)),
+            !matches!(r.auth, Auth::Invalid(_)),
             "{}: {:?}",
             r.line(),
             r.auth
@@ -205,12 +215,7 @@ fn fresh_then_converged_then_drift_repaired() {
 
     // Converged: reads only, on both planes, and it says so.
     rig.clear();
-    let (o, report) = rig.run_json(&[]);
-    assert!(o.status.success(), "{}", show(&o));
-    assert_eq!(
-        identity_statuses(&report),
-        ["unchanged", "unchanged", "unchanged"]
-    );
+    let (_, report) = rig.converge(["unchanged", "unchanged", "unchanged"]);
     assert_eq!(report["requests"]["writes"], 0, "{report:#}");
     let reqs = rig.minio.requests();
     assert!(reqs.iter().all(Recorded::is_read), "{:?}", ops(&reqs));
@@ -230,7 +235,7 @@ fn fresh_then_converged_then_drift_repaired() {
         .find(|r| r.admin_op().is_none() && !r.query.is_empty());
     assert!(
         matches!(&location.unwrap().auth,
-            common::minio_standin::Auth::Valid { access_key, .. } if access_key == WRITER),
+            Auth::Valid { access_key, .. } if access_key == WRITER),
         "the writer check is signed as the writer"
     );
     assert!(
@@ -251,17 +256,8 @@ fn fresh_then_converged_then_drift_repaired() {
         s.users.get_mut(WRITER).unwrap().secret = "changed-by-someone-else".into();
     });
     rig.clear();
-    let (o, report) = rig.run_json(&[]);
-    assert!(o.status.success(), "{}", show(&o));
-    assert_eq!(
-        identity_statuses(&report),
-        ["unchanged", "updated", "unchanged"]
-    );
-    let writes: Vec<String> = ops(&rig.minio.requests())
-        .into_iter()
-        .filter(|o| !o.starts_with("GET"))
-        .collect();
-    assert_eq!(writes, ["PUT add-user"]);
+    rig.converge(["unchanged", "updated", "unchanged"]);
+    assert_eq!(rig.minio_writes(), ["PUT add-user"]);
     rig.minio
         .with_state(|s| assert_eq!(s.users[WRITER].secret, writer.secret_access_key));
 
@@ -273,30 +269,16 @@ fn fresh_then_converged_then_drift_repaired() {
         s.users.get_mut(WRITER).unwrap().policies.clear();
     });
     rig.clear();
-    let (o, report) = rig.run_json(&[]);
-    assert!(o.status.success(), "{}", show(&o));
+    rig.converge(["updated", "unchanged", "created"]);
     assert_eq!(
-        identity_statuses(&report),
-        ["updated", "unchanged", "created"]
-    );
-    let writes: Vec<String> = ops(&rig.minio.requests())
-        .into_iter()
-        .filter(|o| !o.starts_with("GET"))
-        .collect();
-    assert_eq!(
-        writes,
+        rig.minio_writes(),
         ["PUT add-canned-policy", "POST idp/builtin/policy/attach"]
     );
 
     // A disabled user is enabled again (add-user keeps its policies).
     rig.minio
         .with_state(|s| s.users.get_mut(WRITER).unwrap().enabled = false);
-    let (o, report) = rig.run_json(&[]);
-    assert!(o.status.success(), "{}", show(&o));
-    assert_eq!(
-        identity_statuses(&report),
-        ["unchanged", "updated", "unchanged"]
-    );
+    rig.converge(["unchanged", "updated", "unchanged"]);
     rig.minio.with_state(|s| {
         assert!(s.users[WRITER].enabled);
         assert_eq!(s.users[WRITER].policies, vec![POLICY.to_string()]);
@@ -309,22 +291,8 @@ fn given_writer_file_sets_that_secret() {
     let given = Credentials::new(WRITER, "given-secret-from-sops-0123");
     given.write_env_file(&rig.writer_file()).unwrap();
     // The user exists already with another secret.
-    rig.minio.with_state(|s| {
-        s.users.insert(
-            WRITER.into(),
-            common::minio_standin::User {
-                secret: "old-secret-000000".into(),
-                enabled: true,
-                policies: vec![],
-            },
-        );
-    });
-    let (o, report) = rig.run_json(&[]);
-    assert!(o.status.success(), "{}", show(&o));
-    assert_eq!(
-        identity_statuses(&report),
-        ["created", "updated", "created"]
-    );
+    rig.insert_user("old-secret-000000", &[]);
+    rig.converge(["created", "updated", "created"]);
     assert_eq!(rig.writer(), given, "a given file is never rewritten");
     rig.minio
         .with_state(|s| assert_eq!(s.users[WRITER].secret, given.secret_access_key));
@@ -368,23 +336,10 @@ fn dry_run_sends_reads_only() {
 #[test]
 fn old_server_without_attach_keeps_other_policies() {
     let rig = Rig::new();
-    rig.minio.with_state(|s| {
-        s.attach_route = AttachRoute::Missing;
-        s.users.insert(
-            WRITER.into(),
-            common::minio_standin::User {
-                secret: "whatever-secret-1".into(),
-                enabled: true,
-                policies: vec!["readwrite".into()],
-            },
-        );
-    });
-    let (o, report) = rig.run_json(&[]);
-    assert!(o.status.success(), "{}", show(&o));
-    assert_eq!(
-        identity_statuses(&report),
-        ["created", "updated", "created"]
-    );
+    rig.minio
+        .with_state(|s| s.attach_route = AttachRoute::Missing);
+    rig.insert_user("whatever-secret-1", &["readwrite"]);
+    rig.converge(["created", "updated", "created"]);
     rig.minio.with_state(|s| {
         assert_eq!(
             s.users[WRITER].policies,
@@ -392,12 +347,7 @@ fn old_server_without_attach_keeps_other_policies() {
         )
     });
     rig.clear();
-    let (o, report) = rig.run_json(&[]);
-    assert!(o.status.success(), "{}", show(&o));
-    assert_eq!(
-        identity_statuses(&report),
-        ["unchanged", "unchanged", "unchanged"]
-    );
+    rig.converge(["unchanged", "unchanged", "unchanged"]);
     assert!(rig.minio.requests().iter().all(Recorded::is_read));
 }
 
@@ -405,12 +355,7 @@ fn old_server_without_attach_keeps_other_policies() {
 fn waits_for_a_starting_server_and_explains_bad_admin_credentials() {
     let rig = Rig::new();
     rig.minio.with_state(|s| s.starting = 2);
-    let (o, report) = rig.run_json(&[]);
-    assert!(o.status.success(), "{}", show(&o));
-    assert_eq!(
-        identity_statuses(&report),
-        ["created", "created", "created"]
-    );
+    let (o, _) = rig.converge(["created", "created", "created"]);
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("waiting for MinIO"),
         "{}",

@@ -250,20 +250,14 @@ impl AdminClient {
             NO_SUCH_USER => "the user does not exist on the server".to_string(),
             _ => String::new(),
         };
-        let mut message = e.message.clone();
-        if !hint.is_empty() {
-            if !message.is_empty() {
-                message.push_str("; ");
-            }
-            message.push_str(&hint);
-        }
-        Error::Store {
-            operation: format!("MinIO admin {operation}"),
-            endpoint: self.endpoint.config().url.to_string(),
-            status: e.status,
-            code: (!e.code.is_empty()).then(|| e.code.clone()),
-            message,
-        }
+        Error::store(
+            format!("MinIO admin {operation}"),
+            self.endpoint.config().url.to_string(),
+            e.status,
+            e.code.clone(),
+            e.message.clone(),
+            &hint,
+        )
     }
 
     async fn send_ok(&self, operation: &str, req: &Request) -> Result<Response> {
@@ -320,13 +314,14 @@ impl AdminClient {
     }
 
     fn unreadable(&self, operation: &str, resp: &Response, e: serde_json::Error) -> Error {
-        Error::Store {
-            operation: format!("MinIO admin {operation}"),
-            endpoint: self.endpoint.config().url.to_string(),
-            status: resp.status.as_u16(),
-            code: None,
-            message: format!("the answer is not the expected JSON: {e}"),
-        }
+        Error::store(
+            format!("MinIO admin {operation}"),
+            self.endpoint.config().url.to_string(),
+            resp.status.as_u16(),
+            String::new(),
+            format!("the answer is not the expected JSON: {e}"),
+            "",
+        )
     }
 
     /// Creates or overwrites the canned policy `name` (plain JSON body).

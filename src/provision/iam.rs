@@ -19,7 +19,7 @@ use crate::iam::{AccessKeyMeta, IamClient};
 use super::ProvisionConfig;
 use super::identity::{
     IdentityContext, WriterCheck, WriterFile, check_writer, load_writer_file, own_requests,
-    save_writer_file, wait_until_valid,
+    plane_endpoint, save_writer_file, wait_until_valid,
 };
 use super::policy;
 use super::report::{Outcome, Status};
@@ -38,17 +38,9 @@ impl IamPlane {
     /// connection pool and counters) when none is given, as SeaweedFS serves
     /// IAM on its S3 port.
     pub fn new(cfg: &ProvisionConfig, admin: &Credentials, s3: &Endpoint) -> Result<IamPlane> {
-        let endpoint = match &cfg.iam_endpoint {
-            Some(url) if url.trim_end_matches('/') != cfg.endpoint.trim_end_matches('/') => {
-                let mut ec =
-                    cfg.endpoint_config(url, cfg.field("--iam-endpoint", "provision.iamEndpoint"))?;
-                // AWS's global IAM endpoint signs in us-east-1 whatever the
-                // bucket's region.
-                ec.region = "us-east-1".into();
-                Endpoint::new(ec)?
-            }
-            _ => s3.clone(),
-        };
+        // AWS's global IAM endpoint signs in us-east-1 whatever the
+        // bucket's region.
+        let endpoint = plane_endpoint(cfg, s3, Some("us-east-1"))?;
         Ok(IamPlane {
             client: IamClient::new(endpoint, admin.clone()),
         })

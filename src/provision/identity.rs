@@ -142,6 +142,28 @@ impl IdentityPlane {
     }
 }
 
+/// The endpoint of the identity plane: `--iam-endpoint` when it names
+/// another endpoint (signing in `region`, or in the run's region), or the S3
+/// endpoint itself (same connection pool and counters), where SeaweedFS
+/// serves IAM and MinIO its admin API.
+pub fn plane_endpoint(
+    cfg: &ProvisionConfig,
+    s3: &Endpoint,
+    region: Option<&str>,
+) -> Result<Endpoint> {
+    match &cfg.iam_endpoint {
+        Some(url) if url.trim_end_matches('/') != cfg.endpoint.trim_end_matches('/') => {
+            let mut ec =
+                cfg.endpoint_config(url, cfg.field("--iam-endpoint", "provision.iamEndpoint"))?;
+            if let Some(r) = region {
+                ec.region = r.to_string();
+            }
+            Endpoint::new(ec)
+        }
+        _ => Ok(s3.clone()),
+    }
+}
+
 /// Requests counted on a plane's own endpoint: (reads, writes), or (0, 0)
 /// when it shares the S3 endpoint's counters (they are in the S3 totals).
 pub fn own_requests(own: &Endpoint, s3: &Endpoint) -> (u64, u64) {

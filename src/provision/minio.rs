@@ -31,7 +31,7 @@ use crate::s3::S3Client;
 use super::ProvisionConfig;
 use super::identity::{
     IdentityContext, WriterCheck, WriterFile, check_writer, load_writer_file, own_requests,
-    save_writer_file, wait_until_valid,
+    plane_endpoint, save_writer_file, wait_until_valid,
 };
 use super::policy;
 use super::report::{Outcome, Status};
@@ -67,14 +67,7 @@ impl MinioPlane {
                 ),
             ));
         }
-        let endpoint = match &cfg.iam_endpoint {
-            Some(url) if url.trim_end_matches('/') != cfg.endpoint.trim_end_matches('/') => {
-                Endpoint::new(
-                    cfg.endpoint_config(url, cfg.field("--iam-endpoint", "provision.iamEndpoint"))?,
-                )?
-            }
-            _ => s3.clone(),
-        };
+        let endpoint = plane_endpoint(cfg, s3, None)?;
         Ok(MinioPlane {
             admin: AdminClient::new(endpoint.clone(), admin.clone())
                 .with_credentials_file(&cfg.admin_credentials_file),

@@ -151,3 +151,38 @@ pub fn listing(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Runs the helper with `args`; see [`assert_no_secret`].
+pub fn run_keeping_secrets(args: &[String], secrets: &[&str], writer_file: &Path) -> Output {
+    let o = cmd().args(args).output().expect("the helper binary runs");
+    assert_no_secret(&o, secrets, writer_file);
+    o
+}
+
+/// Asserts that none of `secrets`, nor the secret of the env file
+/// `writer_file` when it exists, reached a run's stdout or stderr.
+#[track_caller]
+pub fn assert_no_secret(o: &Output, secrets: &[&str], writer_file: &Path) {
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for s in secrets {
+        assert!(!all.contains(s), "a secret leaked:\n{all}");
+    }
+    if let Ok(text) = std::fs::read_to_string(writer_file)
+        && let Ok(w) = nix_binary_cache::credentials::Credentials::parse_env(&text)
+    {
+        assert!(
+            !all.contains(&w.secret_access_key),
+            "writer secret leaked:\n{all}"
+        );
+    }
+}
+
+/// The JSON document a `--json` run printed.
+#[track_caller]
+pub fn json_stdout(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|err| panic!("not JSON ({err}):\n{}", show(o)))
+}
