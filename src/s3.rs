@@ -191,14 +191,10 @@ impl S3Client {
 
     /// GET object: `Ok(None)` on 404 (`NoSuchKey`).
     pub async fn get_object(&self, bucket: &str, key: &str) -> Result<Option<Bytes>> {
-        let resp = self
-            .send(&Request::new(Method::GET, self.path(bucket, Some(key))))
-            .await?;
-        match resp.status {
-            s if s.is_success() => Ok(Some(resp.body)),
-            StatusCode::NOT_FOUND => Ok(None),
-            _ => Err(self.error(&format!("GetObject {bucket}/{key}"), &resp)),
-        }
+        Ok(self
+            .get_object_with_etag(bucket, key)
+            .await?
+            .map(|(body, _)| body))
     }
 
     /// GET object with its `ETag` (quotes kept, as `If-Match` wants it):

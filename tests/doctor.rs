@@ -39,24 +39,9 @@ impl Rig {
         let dir = tempfile::tempdir().unwrap();
         let writer = provision_cache(&s, dir.path(), BUCKET);
         let key_file = dir.path().join("keys/doctor.test-1.sec");
-        let out = ok(cmd()
-            .args([
-                "keys",
-                "generate",
-                "--name",
-                "doctor.test-1",
-                "--secret-key-file",
-            ])
-            .arg(&key_file)
-            .output()
-            .unwrap());
-        let public = out.lines().last().unwrap().to_string();
+        let public = common::generate_key(&key_file, "doctor.test-1");
         let nix = TestNix::new();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let salt = format!("doctor-{}-{nanos}", std::process::id());
+        let salt = common::salt("doctor");
         let top = nix.build_expr(&chain_expr(&salt, 2)).remove(0);
         ok(nix
             .helper()
@@ -391,11 +376,7 @@ fn healthy_cache_then_one_fault_at_a_time() {
         ("doctor.other-1", "is not among the configured public keys"),
     ] {
         let other = r.dir.path().join(format!("other/{name}.sec"));
-        ok(cmd()
-            .args(["keys", "generate", "--name", name, "--secret-key-file"])
-            .arg(&other)
-            .output()
-            .unwrap());
+        common::generate_key(&other, name);
         let (o, statuses, v) = r.doctor(&[
             "--manifest",
             r.manifest.to_str().unwrap(),
@@ -703,17 +684,7 @@ fn unprivileged_user_skips_root_secrets_and_learns_about_trust() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     // Secrets only root may read, as on a NixOS machine.
     let key = dir.path().join("cache.test-1.sec");
-    ok(cmd()
-        .args([
-            "keys",
-            "generate",
-            "--name",
-            "cache.test-1",
-            "--secret-key-file",
-        ])
-        .arg(&key)
-        .output()
-        .unwrap());
+    common::generate_key(&key, "cache.test-1");
     let writer = common::write(
         dir.path(),
         "writer.env",

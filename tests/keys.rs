@@ -13,11 +13,7 @@ use nix_binary_cache::signing::{self, PublicKey, SecretKey};
 
 /// A salt unique to this test run, so each test builds paths of its own.
 fn salt(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("keys-{tag}-{}-{nanos}", std::process::id())
+    common::salt(&format!("keys-{tag}"))
 }
 
 /// Builds `n` chained derivations and returns the top path.

@@ -144,12 +144,8 @@ impl Rig {
     /// `keys generate`: the secret key file and the public key.
     fn key(&self, name: &str) -> (PathBuf, String) {
         let file = self.dir.path().join(format!("keys/{name}.sec"));
-        let out = ok(cmd()
-            .args(["keys", "generate", "--name", name, "--secret-key-file"])
-            .arg(&file)
-            .output()
-            .unwrap());
-        (file, out.lines().last().unwrap().to_string())
+        let public = common::generate_key(&file, name);
+        (file, public)
     }
 
     fn target(&self) -> Vec<String> {
@@ -247,13 +243,8 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// A unique salt so every test builds paths of its own.
 fn salt(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("rot-{tag}-{}-{nanos}", std::process::id())
+    common::salt(&format!("rot-{tag}"))
 }
 
 /// Each narinfo verifies under `keys` (all of them, one signature each).

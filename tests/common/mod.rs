@@ -186,3 +186,24 @@ pub fn assert_no_secret(o: &Output, secrets: &[&str], writer_file: &Path) {
 pub fn json_stdout(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|err| panic!("not JSON ({err}):\n{}", show(o)))
 }
+
+/// A string unique to this moment and process, so that every test builds
+/// store paths of its own (`tag` says which test).
+pub fn salt(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{tag}-{}-{nanos}", std::process::id())
+}
+
+/// Runs `keys generate --name NAME --secret-key-file FILE`, asserting
+/// success; returns the public key it prints last.
+pub fn generate_key(file: &Path, name: &str) -> String {
+    let out = ok(cmd()
+        .args(["keys", "generate", "--name", name, "--secret-key-file"])
+        .arg(file)
+        .output()
+        .unwrap());
+    out.lines().last().expect("a public key line").to_string()
+}
