@@ -83,8 +83,9 @@ pub(crate) enum Encoder<W: Write> {
     Plain(W),
 }
 
-/// zstd job size with worker threads: each worker holds about two jobs, so
-/// this bounds the encoder's memory (the default would be 8 MiB at level 3).
+/// zstd job size with worker threads: the encoder keeps a few jobs' worth of
+/// input and output buffers per worker, so this bounds its memory (the
+/// default would be 8 MiB at level 3).
 const ZSTD_JOB_SIZE: u32 = 2 * 1024 * 1024;
 
 impl<W: Write> Encoder<W> {

@@ -168,7 +168,7 @@ impl Default for PushOptions {
             record_roots: true,
             skip_invalid: false,
             part_size: 8 * 1024 * 1024,
-            memory_budget: 32 * 1024 * 1024,
+            memory_budget: 24 * 1024 * 1024,
             head_concurrency: 64,
         }
     }
@@ -482,7 +482,14 @@ struct Ctx<'a> {
 }
 
 /// NARs at least this large compress with several zstd threads.
-const THREADED_NAR_SIZE: u64 = 32 * 1024 * 1024;
+///
+/// One such NAR at a time uses [`ZSTD_WORKERS`] threads: the other jobs
+/// keep the remaining cores busy, and the encoder's memory stays bounded
+/// (each worker holds a few jobs of input and output).
+const THREADED_NAR_SIZE: u64 = 64 * 1024 * 1024;
+
+/// zstd worker threads for a large NAR.
+const ZSTD_WORKERS: u32 = 2;
 
 /// Uploads one NAR, waits for the path's references to be published, then
 /// publishes its signed narinfo.
@@ -506,9 +513,7 @@ async fn push_one(
             .then(|| ctx.threads.clone().try_acquire_owned().ok())
             .flatten();
         if threads.is_some() {
-            job.workers = std::thread::available_parallelism()
-                .map(|n| n.get().min(8) as u32)
-                .unwrap_or(2);
+            job.workers = ZSTD_WORKERS;
         }
         upload::upload_nar(
             ctx.cache,

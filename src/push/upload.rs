@@ -16,8 +16,8 @@
 
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -39,11 +39,17 @@ pub const NAR_CONTENT_TYPE: &str = "application/x-nix-nar";
 /// S3 refuses more parts than this in one upload.
 const MAX_PARTS: u64 = 10_000;
 
-/// Memory for part buffers, shared by all uploads of a push (in KiB).
+/// Memory for part buffers, shared by all uploads of a push, counted in
+/// KiB. Full-size part buffers are recycled through a pool rather than
+/// freed: the producers run on many threads, and a freed 8 MiB buffer
+/// would otherwise stay in that thread's allocator arena, so the resident
+/// size would grow with the number of threads instead of staying within
+/// the budget.
 #[derive(Debug, Clone)]
 pub struct Budget {
     sem: Arc<Semaphore>,
     kib: usize,
+    pool: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl Budget {
@@ -53,6 +59,41 @@ impl Budget {
         Budget {
             sem: Arc::new(Semaphore::new(kib)),
             kib,
+            pool: Arc::default(),
+        }
+    }
+
+    /// A buffer of capacity `size`: a recycled one when the pool has one.
+    fn take(&self, size: usize) -> Vec<u8> {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        match pool.iter().position(|b| b.capacity() == size) {
+            Some(i) => pool.swap_remove(i),
+            None => Vec::with_capacity(size),
+        }
+    }
+}
+
+/// The bytes of one part: owns its buffer and the budget it was paid
+/// from; when the last reference drops (the upload is done), the buffer
+/// goes back to the pool and the budget is released.
+struct PartBuffer {
+    buf: Vec<u8>,
+    pool: Option<Arc<Mutex<Vec<Vec<u8>>>>>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl AsRef<[u8]> for PartBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for PartBuffer {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.clear();
+            pool.lock().unwrap_or_else(|e| e.into_inner()).push(buf);
         }
     }
 }
@@ -94,11 +135,10 @@ pub fn nar_key(nar_hash: &NixHash, compression: Compression) -> String {
     )
 }
 
-/// One part on its way to the uploader, with the memory it holds.
+/// One part on its way to the uploader; its bytes carry their budget.
 struct Part {
     data: Bytes,
     last: bool,
-    _permit: Option<OwnedSemaphorePermit>,
 }
 
 /// What the producer computed over the whole stream.
@@ -158,20 +198,28 @@ struct PartSink {
     rt: Handle,
 }
 
+/// Buffers expected to reach this size are full part-size buffers from the
+/// pool; smaller ones (small NARs) are allocated to measure.
+const POOLED_FROM: usize = 1024 * 1024;
+
 impl PartSink {
     /// Makes room for `needed` bytes in the current buffer.
     fn reserve(&mut self, needed: usize) -> io::Result<()> {
         if needed <= self.reserved {
             return Ok(());
         }
-        let want = if self.reserved == 0 {
+        let fresh = self.reserved == 0;
+        let mut want = if fresh {
             self.hint.clamp(needed, self.part_size)
         } else {
             (self.reserved * 2).clamp(needed, self.part_size)
         };
+        if want >= POOLED_FROM {
+            want = self.part_size;
+        }
         let kib = (want.div_ceil(1024) - self.reserved.div_ceil(1024)).min(self.budget.kib) as u32;
         let sem = self.budget.sem.clone();
-        let extra = if self.reserved == 0 {
+        let extra = if fresh {
             // A fresh buffer waits for memory: that is the back-pressure.
             Some(
                 self.rt
@@ -188,22 +236,29 @@ impl PartSink {
             (p @ None, e) => *p = e,
             (Some(_), None) => {}
         }
-        self.buf.reserve_exact(want - self.buf.len());
+        if want == self.part_size && self.buf.capacity() < want {
+            let mut pooled = self.budget.take(want);
+            pooled.extend_from_slice(&self.buf);
+            self.buf = pooled;
+        } else {
+            self.buf.reserve_exact(want - self.buf.len());
+        }
         self.reserved = want;
         Ok(())
     }
 
     fn ship(&mut self, last: bool) -> io::Result<()> {
-        let data = Bytes::from(std::mem::take(&mut self.buf));
+        let buf = std::mem::take(&mut self.buf);
+        let pooled = buf.capacity() == self.part_size;
+        let data = Bytes::from_owner(PartBuffer {
+            buf,
+            pool: pooled.then(|| self.budget.pool.clone()),
+            _permit: self.permit.take(),
+        });
         self.reserved = 0;
         self.hint = self.part_size;
-        let part = Part {
-            data,
-            last,
-            _permit: self.permit.take(),
-        };
         self.tx
-            .blocking_send(part)
+            .blocking_send(Part { data, last })
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped"))
     }
 
