@@ -32,6 +32,10 @@ if [ ${#targets[@]} -eq 0 ]; then
     read -r -a targets <<<"$(echo $all)"
 fi
 
+# The helper's own lock file, so the fuzzed code is built with the same
+# dependency versions as the helper (cargo adds libfuzzer-sys to it).
+cp ../Cargo.lock Cargo.lock
+
 # One build for all targets (debug assertions on: overflow checks count).
 nice -n 19 cargo fuzz build --debug-assertions
 

@@ -74,11 +74,13 @@ impl Credentials {
         Ok(Credentials::new(id, secret))
     }
 
-    /// The env-file form written for builders.
+    /// The env-file form written for builders; it reads back as the same
+    /// credentials (see [`env_value`]).
     pub fn to_env(&self) -> String {
         format!(
             "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\n",
-            self.access_key_id, self.secret_access_key
+            env_value(&self.access_key_id),
+            env_value(&self.secret_access_key)
         )
     }
 
@@ -86,6 +88,19 @@ impl Credentials {
     pub fn write_env_file(&self, path: &Path) -> Result<()> {
         fsutil::create_dir_all_mode(fsutil::parent_dir(path), fsutil::SECRET_DIR_MODE)?;
         fsutil::write_atomic(path, self.to_env().as_bytes(), fsutil::SECRET_MODE)
+    }
+}
+
+/// A value as an env-file line holds it: bare when [`parse_env_lines`]
+/// reads it back unchanged, else in single quotes (surrounding whitespace,
+/// or quotes at both ends, would otherwise be stripped).
+fn env_value(v: &str) -> std::borrow::Cow<'_, str> {
+    let quoted_at_ends = v.len() >= 2
+        && ((v.starts_with('"') && v.ends_with('"')) || (v.starts_with('\'') && v.ends_with('\'')));
+    if v.trim() == v && !quoted_at_ends {
+        v.into()
+    } else {
+        format!("'{v}'").into()
     }
 }
 

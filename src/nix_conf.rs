@@ -45,6 +45,24 @@ impl CacheSettings {
     /// Checks every value; the message names the flag/option (`field`
     /// prefixes are the CLI's) and what to do.
     pub fn validate(&self) -> Result<(), (String, String)> {
+        // Nix cuts every nix.conf line at its first `#`, wherever it is.
+        let files: Vec<String> = self
+            .secret_key_files
+            .iter()
+            .map(|f| f.to_string_lossy().into_owned())
+            .collect();
+        for (flag, values) in [
+            ("--substituter", &self.substituters),
+            ("--trusted-public-key", &self.trusted_public_keys),
+            ("--secret-key-file", &files),
+        ] {
+            if let Some(v) = values.iter().find(|v| v.contains('#')) {
+                return Err((
+                    flag.into(),
+                    format!("`{v}` contains `#`, which starts a comment in nix.conf"),
+                ));
+            }
+        }
         if self.substituters.is_empty() {
             return Err(("--substituter".into(), "give at least one cache URL".into()));
         }
@@ -430,6 +448,19 @@ mod tests {
         assert!(b.contains("\nfallback = true\n"));
         assert!(!b.contains("secret-key-files"));
         assert!(!b.contains("negative-ttl"));
+    }
+
+    #[test]
+    fn values_with_a_comment_sign_are_refused() {
+        assert!(settings().validate().is_ok());
+        let mut s = settings();
+        s.secret_key_files = vec!["/var/lib/a#b/key".into()];
+        let (flag, message) = s.validate().unwrap_err();
+        assert_eq!(flag, "--secret-key-file");
+        assert!(message.contains("starts a comment"), "{message}");
+        let mut s = settings();
+        s.substituters.push("https://s3.example.org/c#frag".into());
+        assert_eq!(s.validate().unwrap_err().0, "--substituter");
     }
 
     #[test]

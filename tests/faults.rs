@@ -4,7 +4,9 @@
 //! answers `503 SlowDown`. Under a share of faults a run converges (retries,
 //! idempotent steps); under nothing but faults it gives up within its time
 //! bound with an error that names the endpoint; and in no case does a run
-//! leave a half-written file behind.
+//! leave a half-written file behind, or a narinfo whose NAR is missing or
+//! of another size (the object a client would trust). After the faults
+//! stop, a clean re-run completes and a fresh Nix store substitutes.
 
 mod common;
 
@@ -12,6 +14,8 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use common::cache::{cache_url, check_narinfos, keys, make_cache_bucket, signing_key};
+use common::nix::{TestNix, chain_expr, fresh_store};
 use common::proxy::{Fault, FaultPlan, Proxy};
 use common::seaweed::Seaweed;
 use common::{cmd, listing, show};
@@ -299,4 +303,218 @@ fn provision_is_unaffected_by_latency() {
         rig.proxy.requests().iter().all(|r| r.fault.is_none()),
         "latency is not a fault"
     );
+}
+
+// ---- push --------------------------------------------------------------
+
+/// A cache bucket behind a proxy, a private Nix with a chain of four
+/// derivations and a 20 MiB random file (a three-part multipart upload).
+struct PushRig {
+    sw: Seaweed,
+    proxy: Proxy,
+    nix: TestNix,
+    _dir: tempfile::TempDir,
+    key_file: PathBuf,
+    public: String,
+    creds: PathBuf,
+    paths: Vec<String>,
+}
+
+impl PushRig {
+    fn new(salt: &str) -> PushRig {
+        let sw = Seaweed::start();
+        make_cache_bucket(&sw, "cache");
+        let proxy = Proxy::start(&sw.endpoint);
+        let dir = tempfile::tempdir().unwrap();
+        let (key_file, public) = signing_key(dir.path(), "faults-1");
+        let creds = sw.admin_env_file(dir.path());
+        let nix = TestNix::new();
+        let top = nix.build_expr(&chain_expr(salt, 4)).remove(0);
+        let big = dir.path().join("big.bin");
+        let mut data = vec![0u8; 20 * 1024 * 1024];
+        getrandom::getrandom(&mut data).unwrap();
+        std::fs::write(&big, data).unwrap();
+        let big = nix.add(&big);
+        PushRig {
+            sw,
+            proxy,
+            nix,
+            _dir: dir,
+            key_file,
+            public,
+            creds,
+            paths: vec![top, big],
+        }
+    }
+
+    fn push(&self) -> (Output, Duration) {
+        let start = Instant::now();
+        let o = self
+            .nix
+            .helper()
+            .args(["push", "--quiet", "--endpoint", &self.proxy.endpoint])
+            .args(["--bucket", "cache", "--writer-credentials-file"])
+            .arg(&self.creds)
+            .arg("--signing-key-file")
+            .arg(&self.key_file)
+            .args(&self.paths)
+            .output()
+            .unwrap();
+        (o, start.elapsed())
+    }
+
+    /// The invariant, then: a clean re-run completes, all five paths are in
+    /// the cache, and a fresh store substitutes them trusting our key.
+    fn clean_rerun_substitutes(&self) {
+        self.proxy.set_faults(FaultPlan::default());
+        let (o, _) = self.push();
+        assert!(o.status.success(), "clean re-run: {}", show(&o));
+        assert_eq!(check_narinfos(&self.sw, "cache").len(), 5);
+        let (_d, root) = fresh_store();
+        let copied = self
+            .nix
+            .command("nix")
+            .args([
+                "copy",
+                "--from",
+                &cache_url(&self.sw, "cache"),
+                "--to",
+                &root,
+            ])
+            .args(["--option", "trusted-public-keys", &self.public])
+            .args(&self.paths)
+            .output()
+            .unwrap();
+        assert!(copied.status.success(), "substitution: {}", show(&copied));
+    }
+}
+
+/// Moderate faults everywhere, at most four in all: the push completes.
+#[test]
+fn push_completes_through_faults() {
+    let rig = PushRig::new("faults-moderate");
+    rig.proxy.set_faults(FaultPlan {
+        latency: Duration::from_millis(2),
+        reset: 5,
+        truncate: 5,
+        slow_down: 5,
+        seed: 7,
+        limit: Some(4),
+        ..FaultPlan::default()
+    });
+    let (o, _) = rig.push();
+    let injected = rig.proxy.faults_injected();
+    assert!(
+        injected >= 2,
+        "only {injected} faults: the test proves nothing"
+    );
+    assert!(o.status.success(), "{injected} faults\n{}", show(&o));
+    assert_eq!(check_narinfos(&rig.sw, "cache").len(), 5);
+    rig.clean_rerun_substitutes();
+}
+
+/// Heavy, unbounded faults: the push may fail, but within its bound, with
+/// an error naming the endpoint, and whatever narinfo it wrote points at a
+/// complete NAR.
+#[test]
+fn push_under_heavy_faults_publishes_nothing_untrustworthy() {
+    let rig = PushRig::new("faults-heavy");
+    rig.proxy.set_faults(FaultPlan {
+        reset: 20,
+        truncate: 20,
+        slow_down: 20,
+        seed: 11,
+        ..FaultPlan::default()
+    });
+    let (o, took) = rig.push();
+    assert!(rig.proxy.faults_injected() >= 5);
+    assert!(took < Duration::from_secs(120), "push took {took:?}");
+    if !o.status.success() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(rig.proxy.endpoint.trim_start_matches("http://")),
+            "the error does not name the endpoint:\n{err}"
+        );
+    }
+    check_narinfos(&rig.sw, "cache");
+    rig.clean_rerun_substitutes();
+}
+
+/// The answers of writes are lost (the store did the work, the client
+/// hears nothing and retries): the first PUT of a part, a narinfo, and a
+/// CompleteMultipartUpload, whose retry finds the upload already gone.
+#[test]
+fn push_survives_lost_write_answers() {
+    for (only, what) in [
+        (vec!["PUT"], "PUT"),
+        (vec!["POST?uploadId"], "CompleteMultipartUpload"),
+        (vec!["POST?uploads"], "CreateMultipartUpload"),
+    ] {
+        let rig = PushRig::new(&format!("faults-lost-{what}"));
+        rig.proxy.set_faults(FaultPlan {
+            limit: Some(2),
+            only,
+            ..FaultPlan::always(Fault::Truncate)
+        });
+        let (o, _) = rig.push();
+        assert_eq!(rig.proxy.faults_injected(), 2, "{what}");
+        assert!(o.status.success(), "{what}: {}", show(&o));
+        assert_eq!(check_narinfos(&rig.sw, "cache").len(), 5, "{what}");
+        rig.clean_rerun_substitutes();
+    }
+}
+
+/// Every PUT is carried out but its answer lost: the push fails (it cannot
+/// know), names the endpoint, and the narinfos the store did receive point
+/// at complete NARs.
+#[test]
+fn push_fails_clearly_when_every_put_answer_is_lost() {
+    let rig = PushRig::new("faults-all-puts");
+    rig.proxy.set_faults(FaultPlan {
+        only: vec!["PUT"],
+        ..FaultPlan::always(Fault::Truncate)
+    });
+    let (o, took) = rig.push();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(
+        took < Duration::from_secs(60),
+        "gave up only after {took:?}"
+    );
+    assert!(
+        err.contains(rig.proxy.endpoint.trim_start_matches("http://")),
+        "the error does not name the endpoint:\n{err}"
+    );
+    check_narinfos(&rig.sw, "cache");
+    rig.clean_rerun_substitutes();
+}
+
+/// A store that only says SlowDown: push gives up within its bound, says
+/// why, and publishes no narinfo.
+#[test]
+fn push_gives_up_clearly_on_slow_down() {
+    let rig = PushRig::new("faults-slowdown");
+    rig.proxy.set_faults(FaultPlan::always(Fault::SlowDown));
+    let (o, took) = rig.push();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(
+        took < Duration::from_secs(60),
+        "gave up only after {took:?}"
+    );
+    assert!(
+        err.contains("SlowDown") || err.contains("503"),
+        "the error does not say why:\n{err}"
+    );
+    assert!(
+        err.contains(rig.proxy.endpoint.trim_start_matches("http://")),
+        "the error does not name the endpoint:\n{err}"
+    );
+    assert!(
+        keys(&rig.sw, "cache")
+            .iter()
+            .all(|k| !k.ends_with(".narinfo")),
+        "a narinfo was published"
+    );
+    rig.clean_rerun_substitutes();
 }

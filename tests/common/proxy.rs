@@ -54,8 +54,9 @@ pub struct FaultPlan {
     /// limit below the helper's attempts per request (5), a run must
     /// converge: no request can fail every time.
     pub limit: Option<usize>,
-    /// Only requests whose method or IAM action is one of these (e.g.
-    /// `["PUT"]`, `["CreateAccessKey"]`).
+    /// Only requests matching one of these: a method (`PUT`), an IAM
+    /// action (`CreateAccessKey`), or a method and a query parameter
+    /// (`POST?uploadId`: CompleteMultipartUpload).
     pub only: Vec<&'static str>,
 }
 
@@ -71,11 +72,20 @@ impl FaultPlan {
         p
     }
 
-    /// True when a request with `method` (and IAM `action`) is subject to faults.
-    fn applies(&self, method: &str, action: Option<&str>) -> bool {
+    /// True when a request is subject to faults (see [`FaultPlan::only`]).
+    fn applies(&self, method: &str, query: &str, action: Option<&str>) -> bool {
         self.only.is_empty()
-            || self.only.contains(&method)
-            || action.is_some_and(|a| self.only.contains(&a))
+            || self.only.iter().any(|o| {
+                if action == Some(*o) {
+                    return true;
+                }
+                let (m, param) = o.split_once('?').unwrap_or((o, ""));
+                (m.is_empty() || m == method)
+                    && (param.is_empty()
+                        || query
+                            .split('&')
+                            .any(|kv| kv.split('=').next() == Some(param)))
+            })
     }
 
     /// The fault (if any) for the `n`-th matching request.
@@ -351,7 +361,7 @@ fn serve(client: TcpStream, upstream: SocketAddr, shared: &Shared) -> std::io::R
                     .find_map(|kv| kv.strip_prefix("Action=").map(str::to_string))
             });
         let plan = shared.faults.lock().unwrap().clone();
-        let fault = plan.applies(&method, action.as_deref()).then(|| {
+        let fault = plan.applies(&method, &query, action.as_deref()).then(|| {
             let n = shared.seen.fetch_add(1, Ordering::SeqCst);
             plan.choose(n)
         });
