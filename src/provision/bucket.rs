@@ -56,10 +56,36 @@ pub async fn reconcile(
         bucket_policy(s3, cfg, bucket_exists),
         lifecycle_rule(s3, cfg, bucket_exists),
     );
-    Ok([Some(info?), Some(policy?), lifecycle?]
+    let (info, policy) = (info?, policy?);
+    if cfg.public && !cfg.dry_run && policy.status != Status::Unchanged {
+        wait_for_anonymous_read(s3, cfg).await;
+    }
+    Ok([Some(info), Some(policy), lifecycle?]
         .into_iter()
         .flatten()
         .collect())
+}
+
+/// Some stores (SeaweedFS among them) apply a new bucket policy a moment
+/// after acknowledging it. A run that changed the policy waits, bounded,
+/// until an anonymous client can read `nix-cache-info`, so that "created"
+/// means a substituter works now; reads only, and only after a change.
+async fn wait_for_anonymous_read(s3: &S3Client, cfg: &ProvisionConfig) {
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
+    let anonymous = s3.with_credentials(None);
+    let start = std::time::Instant::now();
+    while start.elapsed() < LIMIT {
+        if let Ok(Some(_)) = anonymous.get_object(&cfg.bucket, "nix-cache-info").await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "warning: {}: the store has not applied the anonymous-read policy after {}s; \
+         substituters may be refused for a while",
+        cfg.bucket,
+        LIMIT.as_secs()
+    );
 }
 
 /// `nix-cache-info`, compared byte for byte.
