@@ -684,7 +684,7 @@ fn unprivileged_user_skips_root_secrets_and_learns_about_trust() {
         &Credentials::new("AKIA1", "s3cr3t").to_env(),
     );
     std::fs::set_permissions(&writer, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let public = std::fs::read_to_string(dir.path().join("cache.test-1.sec.pub")).unwrap();
+    let public = std::fs::read_to_string(dir.path().join("cache.test-1.pub")).unwrap();
     let conf = dir.path().join("conf");
     let run = |nix_conf: &str| {
         common::write(&conf, "nix.conf", nix_conf);

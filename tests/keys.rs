@@ -222,7 +222,7 @@ fn our_signatures_equal_nix_store_sign() {
 fn generate_creates_once_and_never_overwrites() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("state/keys/cache.sec");
-    let public_file = dir.path().join("state/keys/cache.sec.pub");
+    let public_file = dir.path().join("state/keys/cache.pub");
 
     let out = ok(run_generate(&secret, "cache.test-1"));
     assert!(out.contains(": created"), "{out}");
@@ -253,7 +253,7 @@ fn generate_creates_once_and_never_overwrites() {
     // A lost or stale public key file is rewritten from the secret key.
     std::fs::write(&public_file, "stale\n").unwrap();
     let out = ok(run_generate(&secret, "cache.test-1"));
-    assert!(out.contains("cache.sec.pub: updated"), "{out}");
+    assert!(out.contains("cache.pub: updated"), "{out}");
     assert_eq!(
         std::fs::read_to_string(&public_file).unwrap(),
         format!("{public}\n")

@@ -63,7 +63,7 @@ fn rotate_makes_the_next_key_once_and_keeps_the_old_one() {
     assert!(out.contains("cache.test-2.sec created"), "{out}");
     assert!(out.contains("resign") && out.contains("keys retire cache.test-1"));
     assert_eq!(
-        std::fs::read_to_string(dir.path().join("keys/cache.test-2.sec.pub")).unwrap(),
+        std::fs::read_to_string(dir.path().join("keys/cache.test-2.pub")).unwrap(),
         format!("{}\n", new.public())
     );
     // No secret in the output.

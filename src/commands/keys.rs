@@ -92,8 +92,13 @@ pub fn run(c: KeysCommand) -> Result<ExitCode> {
     }
 }
 
-/// The default public key file: the secret key file's path plus `.pub`.
+/// The default public key file, next to the secret one: `NAME.sec` gives
+/// `NAME.pub` (the layout the modules use); any other file name gets `.pub`
+/// appended.
 pub fn default_public_key_file(secret_key_file: &Path) -> PathBuf {
+    if secret_key_file.extension().is_some_and(|e| e == "sec") {
+        return secret_key_file.with_extension("pub");
+    }
     let mut p = secret_key_file.as_os_str().to_os_string();
     p.push(".pub");
     PathBuf::from(p)
@@ -195,6 +200,17 @@ fn generate(a: GenerateArgs) -> Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn public_key_file_sits_next_to_the_secret() {
+        use super::default_public_key_file as f;
+        use std::path::Path;
+        assert_eq!(f(Path::new("/k/c-1.sec")), Path::new("/k/c-1.pub"));
+        assert_eq!(
+            f(Path::new("/k/signing-key")),
+            Path::new("/k/signing-key.pub")
+        );
+    }
+
     use super::*;
 
     #[test]
