@@ -108,3 +108,8 @@ integration tests count the same requests independently through a recording
 proxy.
 EOF
 cat bench/results/provision.md
+# The same numbers for bench/run.sh (summary table and chart).
+cat > bench/results/provision.json <<EOF
+{"reps_provision": $REPS_NBC, "reps_aws": $REPS_AWS, "provision_ms": $nbc_ms, "aws_ms": $aws_ms,
+ "ratio": $ratio, "reads": $reads, "writes": $writes}
+EOF

@@ -186,4 +186,12 @@ out.append("Notes: the store contents are in the page cache for every method (th
            "that `aws s3 sync` then reads and uploads again.")
 open(e["RESULTS"], "w").write("\n".join(out) + "\n")
 print("\n".join(out))
+# The same numbers for bench/run.sh (summary table and chart).
+import json
+json.dump({
+    "nar_mib": nar / mib, "paths": int(e["CLOSURE_LEN"]), "level": int(e["LEVEL"]),
+    "raw_s": raw_s, "push_s": ours_s, "copy_s": float(e["COPY_S"]), "sync_s": float(e["SYNC_S"]),
+    "raw_mib_s": tp(raw_s), "push_mib_s": tp(ours_s), "two_step_mib_s": tp(two_s),
+    "push_rss_mib": rss, "noop_paths": int(e["NOOP_COUNT"]), "noop_median_s": statistics.median(noop),
+}, open(os.path.splitext(e["RESULTS"])[0] + ".json", "w"), indent=1)
 EOF
