@@ -19,6 +19,7 @@ cd "$here"
 seconds="${FUZZ_SECONDS:-300}"
 jobs="${FUZZ_JOBS:-1}"
 export RUSTC_BOOTSTRAP=1
+export ASAN_OPTIONS="detect_odr_violation=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export PATH="$HOME/.cargo/bin:$PATH"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -36,8 +37,11 @@ fi
 # dependency versions as the helper (cargo adds libfuzzer-sys to it).
 cp ../Cargo.lock Cargo.lock
 
-# One build for all targets (debug assertions on: overflow checks count).
+# One build for all targets (debug assertions on: overflow checks count);
+# the runs below start the built binaries, so editing the sources while
+# they run does not trigger rebuilds.
 nice -n 19 cargo fuzz build --debug-assertions
+bin_dir="target/$(rustc -vV | sed -n 's/^host: //p')/release"
 
 mkdir -p logs
 run_one() {
@@ -48,10 +52,9 @@ run_one() {
     [ -d "regressions/$t" ] && dirs+=("regressions/$t")
     echo "fuzzing $t for ${seconds}s (log: fuzz/logs/$t.log)"
     local start=$SECONDS rc=0
-    nice -n 19 cargo fuzz run --debug-assertions "$t" "${dirs[@]}" -- \
-        -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
-        -artifact_prefix="artifacts/$t/" -print_final_stats=1 \
-        >"logs/$t.log" 2>&1 || rc=$?
+    nice -n 19 "$bin_dir/$t" -max_total_time="$seconds" -max_len=65536 -timeout=10 \
+        -rss_limit_mb=2048 -artifact_prefix="artifacts/$t/" -print_final_stats=1 \
+        "${dirs[@]}" >"logs/$t.log" 2>&1 || rc=$?
     local execs
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "logs/$t.log" | tail -1)
     echo "$t: exit $rc after $((SECONDS - start))s, ${execs:-?} runs, corpus $(ls "corpus/$t" | wc -l)"

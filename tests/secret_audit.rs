@@ -9,7 +9,9 @@
 //!
 //! Commands covered: `keys generate`, `keys public`, `provision` (fresh,
 //! converged, dry run), `configure` (nix.conf and AWS profile, applied and
-//! as a dry-run diff over an older secret), `check`.
+//! as a dry-run diff over an older secret), `check`, `push` (which runs
+//! Nix), `enqueue` and `upload-queue --once`, `doctor`, `keys rotate`,
+//! `resign` (dry run and applied) and `keys retire`.
 
 mod common;
 
@@ -18,8 +20,9 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use common::nix::{TestNix, chain_expr};
 use common::seaweed::Seaweed;
-use common::traced_run;
+use common::{cmd, traced};
 use nix_binary_cache::credentials::Credentials;
 use nix_binary_cache::signing::SecretKey;
 
@@ -36,11 +39,28 @@ struct Audit {
 }
 
 impl Audit {
-    /// Runs the helper under strace; `None` when strace is missing.
+    /// Runs the helper with `args` under strace; it must succeed. `None`
+    /// when strace is missing.
     fn run(&mut self, args: &[&str]) -> Option<String> {
-        let (output, trace) = traced_run(args)?;
+        let mut c = cmd();
+        c.args(args);
+        self.run_command(&c, true)
+    }
+
+    /// Runs `c` under strace; with `must_succeed`, a failure fails the test.
+    fn run_command(&mut self, c: &std::process::Command, must_succeed: bool) -> Option<String> {
+        let (status, output, trace) = traced(c)?;
+        let args: Vec<String> = c
+            .get_args()
+            .take(2)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            status.success() || !must_succeed,
+            "{args:?} failed:\n{output}"
+        );
         self.steps.push(Step {
-            name: args[..args.len().min(2)].join(" "),
+            name: args.join(" "),
             output: output.clone(),
             trace,
         });
@@ -241,6 +261,81 @@ fn no_secret_reaches_output_argv_env_or_a_readable_file() {
     );
     audit.run(&["check", &s(&manifest)]);
 
+    // Push (it runs Nix), the post-build-hook's enqueue and one drain of
+    // the upload queue, as the writer.
+    let nix = TestNix::new();
+    let built = nix.build_expr(&chain_expr("secret-audit", 3));
+    let queued = nix.build_expr(&chain_expr("secret-audit-queued", 2));
+    let bucket_args = |c: &mut std::process::Command| {
+        c.args(["--endpoint", &sw.endpoint, "--bucket", "nix-cache"])
+            .arg("--writer-credentials-file")
+            .arg(&writer_file)
+            .arg("--signing-key-file")
+            .arg(&key_file);
+    };
+    let mut c = nix.helper();
+    c.arg("push");
+    bucket_args(&mut c);
+    c.args(&built);
+    audit.run_command(&c, true);
+    let spool = root.join("spool");
+    let mut c = nix.helper();
+    c.arg("enqueue")
+        .arg("--spool")
+        .arg(&spool)
+        .env("OUT_PATHS", &queued[0]);
+    audit.run_command(&c, true);
+    let mut c = nix.helper();
+    c.args(["upload-queue", "--once", "--spool"]).arg(&spool);
+    bucket_args(&mut c);
+    audit.run_command(&c, true);
+
+    // Doctor (its verdict does not matter here, only what it prints).
+    let mut c = nix.helper();
+    c.arg("doctor");
+    bucket_args(&mut c);
+    c.args(["--public-key", &public, "--substituter-url", &substituter]);
+    audit.run_command(&c, false);
+
+    // Rotation: a second key, every narinfo re-signed, the old key retired.
+    audit.run(&["keys", "rotate", "--secret-key-file", &s(&key_file)]);
+    // `signing-key` has no key name in it: rotate appends `-2`.
+    let new_key_file = keys.join("signing-key-2");
+    let new_public = audit.run(&["keys", "public", &s(&new_key_file)]).unwrap();
+    let new_public = new_public.trim().lines().last().unwrap().to_string();
+    for dry in [true, false] {
+        let mut c = cmd();
+        c.args([
+            "resign",
+            "--endpoint",
+            &sw.endpoint,
+            "--bucket",
+            "nix-cache",
+        ])
+        .arg("--writer-credentials-file")
+        .arg(&writer_file)
+        .arg("--signing-key-file")
+        .arg(&new_key_file)
+        .args(["--trusted-public-key", &public]);
+        if dry {
+            c.arg("--dry-run");
+        }
+        audit.run_command(&c, !dry);
+    }
+    let mut c = cmd();
+    c.args([
+        "keys",
+        "retire",
+        "--endpoint",
+        &sw.endpoint,
+        "--bucket",
+        "nix-cache",
+    ])
+    .arg("--writer-credentials-file")
+    .arg(&writer_file)
+    .args(["--trusted-public-key", &new_public, "cache.test-1"]);
+    audit.run_command(&c, true);
+
     // The capture works: argv and environment are in the trace.
     let canary = root.join("canary-7f3a9c/signing-key");
     std::fs::create_dir_all(canary.parent().unwrap()).unwrap();
@@ -259,12 +354,20 @@ fn no_secret_reaches_output_argv_env_or_a_readable_file() {
     );
 
     // The audit.
-    let key = SecretKey::from_file(&key_file).unwrap();
     let mut secrets = vec![
         ("admin secret", sw.admin_secret.clone()),
         ("writer secret", writer.secret_access_key.clone()),
     ];
-    secrets.extend(key_forms(&key));
+    secrets.extend(key_forms(&SecretKey::from_file(&key_file).unwrap()));
+    secrets.extend(key_forms(&SecretKey::from_file(&new_key_file).unwrap()));
+    // Nix ran: its execve is in the trace (so argv/env of children are seen).
+    assert!(
+        audit
+            .steps
+            .iter()
+            .any(|s| s.trace.contains("execve(\"") && s.trace.matches("execve(").count() > 1),
+        "no child process was traced"
+    );
     let leaks = audit.leaks(&secrets);
     assert!(leaks.is_empty(), "secrets leaked:\n{}", leaks.join("\n"));
 
@@ -283,7 +386,7 @@ fn no_secret_reaches_output_argv_env_or_a_readable_file() {
             holders.push(f);
         }
     }
-    for must in [&writer_file, &key_file, &aws_file] {
+    for must in [&writer_file, &key_file, &new_key_file, &aws_file] {
         assert!(
             holders.contains(must),
             "{} holds no secret?",

@@ -116,29 +116,45 @@ pub fn minio_sdk(
 /// returns its stdout+stderr and the trace: the argv and environment of
 /// every program it (or anything it spawns) executes, for checking that no
 /// secret is passed on a command line. `None` when strace is not installed
-/// (scripts/setup.sh installs it).
+/// (scripts/setup.sh installs it). The command must succeed.
 pub fn traced_run(args: &[&str]) -> Option<(String, String)> {
+    let mut c = cmd();
+    c.args(args);
+    let (status, out, trace) = traced(&c)?;
+    assert!(status.success(), "{args:?} failed:\n{out}");
+    Some((out, trace))
+}
+
+/// Runs `command` (program, arguments, environment changes and working
+/// directory as set on it) under `strace -f -v -e trace=execve`; returns
+/// its exit status, stdout+stderr and the trace. `None` without strace.
+pub fn traced(command: &Command) -> Option<(std::process::ExitStatus, String, String)> {
     if Command::new("strace").arg("-V").output().is_err() {
         eprintln!("strace is not installed (scripts/setup.sh installs it): skipping");
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("strace.log");
-    let o = Command::new("strace")
-        .args(["-f", "-v", "-s", "65536", "-e", "trace=execve", "-o"])
+    let mut c = Command::new("strace");
+    c.args(["-f", "-v", "-s", "65536", "-e", "trace=execve", "-o"])
         .arg(&log)
-        .arg(bin())
-        .args(args)
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", show(&o));
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (k, v) in command.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    if let Some(d) = command.get_current_dir() {
+        c.current_dir(d);
+    }
+    let o = c.output().unwrap();
     let trace = std::fs::read_to_string(&log).unwrap();
     assert!(trace.contains("execve("), "strace logged nothing: {trace}");
     let mut out = String::from_utf8_lossy(&o.stdout).into_owned();
     out.push_str(&String::from_utf8_lossy(&o.stderr));
-    Some((out, trace))
+    Some((o.status, out, trace))
 }
 
 /// The names of the entries of `dir`, sorted: to check that nothing
