@@ -266,12 +266,15 @@ fn no_secret_reaches_output_argv_env_or_a_readable_file() {
     let nix = TestNix::new();
     let built = nix.build_expr(&chain_expr("secret-audit", 3));
     let queued = nix.build_expr(&chain_expr("secret-audit-queued", 2));
-    let bucket_args = |c: &mut std::process::Command| {
+    // The cache's location and the writer, as every bucket command takes them.
+    let store = |c: &mut std::process::Command| {
         c.args(["--endpoint", &sw.endpoint, "--bucket", "nix-cache"])
             .arg("--writer-credentials-file")
-            .arg(&writer_file)
-            .arg("--signing-key-file")
-            .arg(&key_file);
+            .arg(&writer_file);
+    };
+    let bucket_args = |c: &mut std::process::Command| {
+        store(c);
+        c.arg("--signing-key-file").arg(&key_file);
     };
     let mut c = nix.helper();
     c.arg("push");
@@ -305,35 +308,20 @@ fn no_secret_reaches_output_argv_env_or_a_readable_file() {
     let new_public = new_public.trim().lines().last().unwrap().to_string();
     for dry in [true, false] {
         let mut c = cmd();
-        c.args([
-            "resign",
-            "--endpoint",
-            &sw.endpoint,
-            "--bucket",
-            "nix-cache",
-        ])
-        .arg("--writer-credentials-file")
-        .arg(&writer_file)
-        .arg("--signing-key-file")
-        .arg(&new_key_file)
-        .args(["--trusted-public-key", &public]);
+        c.arg("resign");
+        store(&mut c);
+        c.arg("--signing-key-file")
+            .arg(&new_key_file)
+            .args(["--trusted-public-key", &public]);
         if dry {
             c.arg("--dry-run");
         }
         audit.run_command(&c, !dry);
     }
     let mut c = cmd();
-    c.args([
-        "keys",
-        "retire",
-        "--endpoint",
-        &sw.endpoint,
-        "--bucket",
-        "nix-cache",
-    ])
-    .arg("--writer-credentials-file")
-    .arg(&writer_file)
-    .args(["--trusted-public-key", &new_public, "cache.test-1"]);
+    c.args(["keys", "retire"]);
+    store(&mut c);
+    c.args(["--trusted-public-key", &new_public, "cache.test-1"]);
     audit.run_command(&c, true);
 
     // The capture works: argv and environment are in the trace.
