@@ -71,18 +71,35 @@ pub async fn reconcile(
 /// until an anonymous client can read `nix-cache-info`, so that "created"
 /// means a substituter works now; reads only, and only after a change.
 async fn wait_for_anonymous_read(s3: &S3Client, cfg: &ProvisionConfig) {
-    const LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
     let anonymous = s3.with_credentials(None);
+    wait_until_applied(cfg, "the anonymous-read policy", || async {
+        matches!(
+            anonymous.get_object(&cfg.bucket, "nix-cache-info").await,
+            Ok(Some(_))
+        )
+    })
+    .await;
+}
+
+/// Polls `applied` (reads only) for up to 15 s after a write the store may
+/// apply asynchronously; warns, without failing, if it never shows. Without
+/// this, the next run could read the old state and write again.
+async fn wait_until_applied<F, Fut>(cfg: &ProvisionConfig, what: &str, mut applied: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
     let start = std::time::Instant::now();
     while start.elapsed() < LIMIT {
-        if let Ok(Some(_)) = anonymous.get_object(&cfg.bucket, "nix-cache-info").await {
+        if applied().await {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     eprintln!(
-        "warning: {}: the store has not applied the anonymous-read policy after {}s; \
-         substituters may be refused for a while",
+        "warning: {}: the store has not applied {what} after {}s; \
+         it may take effect later",
         cfg.bucket,
         LIMIT.as_secs()
     );
@@ -242,6 +259,16 @@ async fn lifecycle_rule(
             Err(e) if is_unsupported(&e) => return unsupported(&e),
             Err(e) => return Err(e),
         }
+        wait_until_applied(cfg, "the lifecycle rule", || async {
+            match s3.get_bucket_lifecycle(&cfg.bucket).await {
+                Ok(current) => matches!(
+                    lifecycle::plan(current.as_deref(), days),
+                    Ok(LifecycleChange::Unchanged)
+                ),
+                Err(_) => false,
+            }
+        })
+        .await;
     }
     Ok(Some(outcome(status)))
 }
