@@ -454,3 +454,91 @@ fn manifest_drives_push_enqueue_and_the_uploader() {
             .any(|n| n.store_path == other && n.compression.as_deref() == Some("none"))
     );
 }
+
+/// An IAM identity on the test SeaweedFS with `actions` on the bucket,
+/// written to an env file.
+fn identity(t: &Setup, name: &str, bucket: &str, actions: &[&str]) -> std::path::PathBuf {
+    use nix_binary_cache::credentials::Credentials;
+    use nix_binary_cache::http::{Endpoint, EndpointConfig};
+    use nix_binary_cache::iam::IamClient;
+    let iam = IamClient::new(
+        Endpoint::new(EndpointConfig::new(&t.s.endpoint).unwrap()).unwrap(),
+        Credentials::new(&t.s.admin_key, &t.s.admin_secret),
+    );
+    let creds = common::cache::block_on(async {
+        iam.create_user(name).await.unwrap();
+        let p = iam
+            .create_policy(
+                &format!("{name}-policy"),
+                &serde_json::json!({"Version": "2012-10-17", "Statement": [{
+                    "Effect": "Allow", "Action": actions,
+                    "Resource": [format!("arn:aws:s3:::{bucket}"),
+                                 format!("arn:aws:s3:::{bucket}/*")]}]}),
+            )
+            .await
+            .unwrap();
+        iam.attach_user_policy(name, &p.arn).await.unwrap();
+        iam.create_access_key(name).await.unwrap()
+    });
+    // New keys take a moment to be honoured.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let p = t.dir.path().join(format!("{name}.env"));
+    creds.write_env_file(&p).unwrap();
+    p
+}
+
+#[test]
+fn least_privilege_writer_pushes_and_a_refused_store_stops_early() {
+    let t = setup(&["cache"]);
+    let top = t.nix.build_expr(&chain_expr("push-writer", 3)).remove(0);
+    let big = t.add_random("writer-big.bin", 12 * 1024 * 1024);
+    // The writer policy provisioning grants: no delete, no bucket admin.
+    let writer = identity(
+        &t,
+        "writer",
+        "cache",
+        &[
+            "s3:GetObject",
+            "s3:PutObject",
+            "s3:ListBucket",
+            "s3:GetBucketLocation",
+            "s3:AbortMultipartUpload",
+        ],
+    );
+    let push_as = |creds: &Path, paths: &[&str]| {
+        t.nix
+            .helper()
+            .args(["push", "--endpoint", &t.s.endpoint, "--bucket", "cache"])
+            .arg("--writer-credentials-file")
+            .arg(creds)
+            .arg("--signing-key-file")
+            .arg(&t.key_file)
+            .args(paths)
+            .output()
+            .unwrap()
+    };
+    let stdout = ok(push_as(&writer, &[&top, &big]));
+    assert!(stdout.contains("uploaded 4 paths"), "{stdout}");
+    assert_eq!(check_narinfos(&t.s, "cache").len(), 4);
+
+    // An identity that may read but not write: the first refused upload
+    // stops the push; the other paths are not tried, nothing is published.
+    let reader = identity(&t, "reader", "cache", &["s3:GetObject", "s3:ListBucket"]);
+    let others: Vec<String> = (0..6)
+        .map(|i| t.add_random(&format!("refused-{i}.bin"), 1000))
+        .collect();
+    let refs: Vec<&str> = others.iter().map(String::as_str).collect();
+    let out = push_as(&reader, &refs);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("AccessDenied"), "{err}");
+    assert!(
+        err.contains("not attempted after the store failed"),
+        "{err}"
+    );
+    assert!(
+        err.matches("AccessDenied").count() <= 4,
+        "one error per job at most, not one per path:\n{err}"
+    );
+    assert_eq!(check_narinfos(&t.s, "cache").len(), 4);
+}

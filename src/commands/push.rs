@@ -193,8 +193,18 @@ pub fn run(args: PushArgs) -> Result<ExitCode> {
     if report.ok() {
         Ok(ExitCode::SUCCESS)
     } else {
-        for (path, why) in &report.failed {
-            eprintln!("error: {path}: {why}");
+        // Each failure was reported as it happened; the paths not tried
+        // after the store failed are counted, not listed.
+        let skipped = report
+            .failed
+            .iter()
+            .filter(|(_, why)| why == push::NOT_ATTEMPTED)
+            .count();
+        if skipped > 0 {
+            eprintln!(
+                "error: {} not attempted after the store failed; run the push again once it works",
+                push::count(skipped, "path", "paths")
+            );
         }
         Ok(ExitCode::from(1))
     }

@@ -386,18 +386,17 @@ pub async fn push(
         cache,
         key,
         jobs: Arc::new(Semaphore::new(opts.jobs.max(1))),
-        threads: Arc::new(Semaphore::new(1)),
         budget: Budget::new(opts.memory_budget),
         job: NarJob {
             compression: opts.compression,
             level,
-            workers: 0,
             part_size: opts.part_size,
             parts_in_flight: 2,
         },
         progress: &progress,
         done: AtomicUsize::new(0),
         total: order.len(),
+        store_failure: Default::default(),
     };
     let mut tasks = FuturesUnordered::new();
     for info in &order {
@@ -440,7 +439,9 @@ pub async fn push(
                 });
             }
             Err(e) => {
-                progress.failed(&info.path, &e);
+                if e != NOT_ATTEMPTED {
+                    progress.failed(&info.path, &e);
+                }
                 report.failed.push((info.path.clone(), e));
             }
         }
@@ -472,24 +473,48 @@ struct Ctx<'a> {
     cache: &'a Cache,
     key: &'a SecretKey,
     jobs: Arc<Semaphore>,
-    /// One NAR at a time may compress with several threads.
-    threads: Arc<Semaphore>,
     budget: Budget,
     job: NarJob,
     progress: &'a Progress,
     done: AtomicUsize,
     total: usize,
+    /// The first error that showed the store itself failing (unreachable,
+    /// 5xx after retries, credentials refused): later paths are not tried.
+    store_failure: std::sync::Mutex<Option<String>>,
 }
 
-/// NARs at least this large compress with several zstd threads.
-///
-/// One such NAR at a time uses [`ZSTD_WORKERS`] threads: the other jobs
-/// keep the remaining cores busy, and the encoder's memory stays bounded
-/// (each worker holds a few jobs of input and output).
-const THREADED_NAR_SIZE: u64 = 64 * 1024 * 1024;
+/// The reason given for paths not tried after the store failed.
+pub const NOT_ATTEMPTED: &str = "not attempted: the store failed on an earlier path";
 
-/// zstd worker threads for a large NAR.
-const ZSTD_WORKERS: u32 = 2;
+/// True for errors that concern the store as a whole rather than one path:
+/// trying the other paths would only repeat them.
+fn store_wide(e: &Error) -> bool {
+    match e {
+        Error::Transport { .. } => true,
+        Error::Store { status, .. } => *status >= 500 || *status == 401 || *status == 403,
+        _ => false,
+    }
+}
+
+impl Ctx<'_> {
+    /// Turns an error into the path's failure message, remembering it when
+    /// it shows the store failing.
+    fn fail(&self, e: Error) -> String {
+        let message = e.to_string();
+        if store_wide(&e) {
+            let mut f = self.store_failure.lock().unwrap_or_else(|p| p.into_inner());
+            f.get_or_insert_with(|| message.clone());
+        }
+        message
+    }
+
+    fn store_failed(&self) -> bool {
+        self.store_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+}
 
 /// Uploads one NAR, waits for the path's references to be published, then
 /// publishes its signed narinfo.
@@ -508,22 +533,18 @@ async fn push_one(
     }
     let nar = {
         let _slot = ctx.jobs.acquire().await.map_err(|e| e.to_string())?;
-        let mut job = ctx.job.clone();
-        let threads = (job.compression == Compression::Zstd && info.nar_size >= THREADED_NAR_SIZE)
-            .then(|| ctx.threads.clone().try_acquire_owned().ok())
-            .flatten();
-        if threads.is_some() {
-            job.workers = ZSTD_WORKERS;
+        if ctx.store_failed() {
+            return Err(NOT_ATTEMPTED.into());
         }
         upload::upload_nar(
             ctx.cache,
             info,
-            &job,
+            &ctx.job,
             &ctx.budget,
             ctx.progress.bytes.clone(),
         )
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| ctx.fail(e))?
     };
     for (_, rx) in deps {
         let mut rx = rx.clone();
@@ -542,7 +563,7 @@ async fn push_one(
             NARINFO_CONTENT_TYPE,
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ctx.fail(e))?;
     Ok(nar)
 }
 

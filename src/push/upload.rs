@@ -105,8 +105,6 @@ pub struct NarJob {
     pub compression: Compression,
     /// Its level.
     pub level: i32,
-    /// zstd worker threads (0: compress on the producing thread).
-    pub workers: u32,
     /// Part size (also the single-PUT threshold).
     pub part_size: usize,
     /// Parts uploading at once for this NAR.
@@ -299,7 +297,7 @@ fn produce(
     sink: PartSink,
     progress: Arc<AtomicU64>,
 ) -> io::Result<Produced> {
-    let encoder = Encoder::new(job.compression, job.level, job.workers, sink)?;
+    let encoder = Encoder::new(job.compression, job.level, sink)?;
     let mut tap = NarTap {
         inner: encoder,
         hasher: Sha256::new(),
