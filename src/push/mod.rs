@@ -308,6 +308,45 @@ pub async fn push(
         compression: opts.compression,
         ..Default::default()
     };
+    let plan = plan(cache, opts, paths, &mut report).await?;
+    upload_all(cache, key, opts, plan, &mut report).await;
+    let available: Vec<String> = report
+        .roots
+        .iter()
+        .filter(|r| report.available(r))
+        .cloned()
+        .collect();
+    if opts.record_roots && !available.is_empty() {
+        match record_roots(cache, &available).await {
+            Ok(k) => report.roots_key = Some(k),
+            Err(e) => report.failed.push((
+                "roots/".into(),
+                format!("cannot record the pushed roots: {e}"),
+            )),
+        }
+    }
+    report.elapsed = start.elapsed();
+    Ok(report)
+}
+
+/// What is left to upload, dependencies first.
+struct Plan {
+    order: Vec<PathInfo>,
+    /// References outside the pushed set that neither the cache nor an
+    /// upstream has (only without the closure).
+    unavailable: HashSet<String>,
+    level: i32,
+}
+
+/// Resolves the paths, asks Nix for their metadata and the cache (and the
+/// upstreams) what they have; fills the report's roots, present, upstream
+/// and invalid lists.
+async fn plan(
+    cache: &Cache,
+    opts: &PushOptions,
+    paths: &[String],
+    report: &mut PushReport,
+) -> Result<Plan> {
     for p in paths {
         let p = pathinfo::resolve_store_path(p, &opts.store_dir)?;
         if !report.roots.contains(&p) {
@@ -367,12 +406,27 @@ pub async fn push(
             to_push.push(info);
         }
     }
-    let unavailable: HashSet<&String> = external
-        .iter()
-        .filter(|r| !present.contains(*r) && !served.contains(*r))
-        .collect();
-    let order = pathinfo::closure_order(to_push)?;
+    Ok(Plan {
+        order: pathinfo::closure_order(to_push)?,
+        unavailable: external
+            .into_iter()
+            .filter(|r| !present.contains(r) && !served.contains(r))
+            .collect(),
+        level,
+    })
+}
 
+/// Uploads the plan's paths, `opts.jobs` NARs at a time, each narinfo
+/// after its references' (see [`push_one`]); fills the report's uploaded
+/// and failed lists.
+async fn upload_all(
+    cache: &Cache,
+    key: &SecretKey,
+    opts: &PushOptions,
+    plan: Plan,
+    report: &mut PushReport,
+) {
+    let order = plan.order;
     let total_bytes = order.iter().map(|p| p.nar_size).sum();
     let progress = Progress::start(opts.progress, order.len(), total_bytes);
     let mut senders = HashMap::new();
@@ -389,7 +443,7 @@ pub async fn push(
         budget: Budget::new(opts.memory_budget),
         job: NarJob {
             compression: opts.compression,
-            level,
+            level: plan.level,
             part_size: opts.part_size,
             parts_in_flight: 2,
         },
@@ -406,7 +460,7 @@ pub async fn push(
             .collect();
         let missing_ref = info
             .dependencies()
-            .find(|d| unavailable.contains(d))
+            .find(|d| plan.unavailable.contains(*d))
             .cloned();
         let tx = senders.remove(&info.path).expect("one sender per path");
         let ctx = &ctx;
@@ -449,24 +503,6 @@ pub async fn push(
     drop(tasks);
     drop(ctx);
     progress.finish();
-
-    let available: Vec<String> = report
-        .roots
-        .iter()
-        .filter(|r| report.available(r))
-        .cloned()
-        .collect();
-    if opts.record_roots && !available.is_empty() {
-        match record_roots(cache, &available).await {
-            Ok(k) => report.roots_key = Some(k),
-            Err(e) => report.failed.push((
-                "roots/".into(),
-                format!("cannot record the pushed roots: {e}"),
-            )),
-        }
-    }
-    report.elapsed = start.elapsed();
-    Ok(report)
 }
 
 struct Ctx<'a> {
