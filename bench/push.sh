@@ -197,7 +197,10 @@ out.append("Notes: the store contents are in the page cache for every method (th
            "compress, hash, upload), four NARs at a time, each on one thread; `nix copy` "
            "compresses on one thread and writes files that `aws s3 sync` then reads, hashes and "
            "uploads again. On a machine shared with other work, wall-time ratios move with the "
-           "load; the CPU-time ratio does not.")
+           "load; the CPU-time ratio does not. Both pipelines spend about the same CPU (the "
+           "compressor dominates), so the push wins wall time only by overlapping compression, "
+           "hashing and upload on otherwise idle cores; with two cores shared by the S3 server "
+           "and other work, (client CPU + server CPU) / cores bounds every method.")
 open(e["RESULTS"], "w").write("\n".join(out) + "\n")
 print("\n".join(out))
 # The same numbers for bench/run.sh (summary table and chart).
