@@ -18,42 +18,28 @@ use common::cache::{cache_url, check_narinfos, keys, make_cache_bucket, signing_
 use common::nix::{TestNix, chain_expr, fresh_store};
 use common::proxy::{Fault, FaultPlan, Proxy};
 use common::seaweed::Seaweed;
+use common::store::ProxiedStore;
 use common::{cmd, listing, show};
 use nix_binary_cache::credentials::Credentials;
 use nix_binary_cache::http::{Endpoint, EndpointConfig};
 use nix_binary_cache::iam::IamClient;
-use nix_binary_cache::s3::S3Client;
 use serde_json::Value;
 
 const BUCKET: &str = "nix-cache";
 
-struct Rig {
-    sw: Seaweed,
-    proxy: Proxy,
-    dir: tempfile::TempDir,
-    admin_file: PathBuf,
+/// The store behind the proxy (which injects the faults).
+struct Rig(ProxiedStore);
+
+impl std::ops::Deref for Rig {
+    type Target = ProxiedStore;
+    fn deref(&self) -> &ProxiedStore {
+        &self.0
+    }
 }
 
 impl Rig {
     fn new() -> Rig {
-        let sw = Seaweed::start();
-        let proxy = Proxy::start(&sw.endpoint);
-        let dir = tempfile::tempdir().unwrap();
-        let admin_file = sw.admin_env_file(dir.path());
-        Rig {
-            sw,
-            proxy,
-            dir,
-            admin_file,
-        }
-    }
-
-    fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
-    fn writer_file(&self) -> PathBuf {
-        self.state_dir().join("writer.env")
+        Rig(ProxiedStore::start())
     }
 
     fn provision(&self, extra: &[&str]) -> (Output, Duration) {
@@ -84,12 +70,6 @@ impl Rig {
         let (o, _) = self.provision(&["--json", "--wait-timeout", "20"]);
         let v = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
         (o, v)
-    }
-
-    /// A client straight to SeaweedFS, signing as `creds`.
-    fn direct(&self, creds: Option<Credentials>) -> S3Client {
-        let e = Endpoint::new(EndpointConfig::new(&self.sw.endpoint).unwrap()).unwrap();
-        S3Client::new(e, creds, true)
     }
 
     /// The writer file is absent or complete, and nothing temporary is left.

@@ -5,50 +5,31 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::proxy::Proxy;
-use common::seaweed::Seaweed;
+use common::store::ProxiedStore;
 use common::{cmd, show};
 use nix_binary_cache::credentials::Credentials;
-use nix_binary_cache::http::{Endpoint, EndpointConfig};
-use nix_binary_cache::iam::IamClient;
-use nix_binary_cache::s3::S3Client;
 use serde_json::Value;
 
 const BUCKET: &str = "nix-cache";
 const INFO: &str = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n";
 
-/// A SeaweedFS, a proxy in front of it, and a directory for state files.
-struct Rig {
-    sw: Seaweed,
-    proxy: Proxy,
-    dir: tempfile::TempDir,
-    admin_file: PathBuf,
+/// The store behind the proxy, with the flags of a normal run.
+struct Rig(ProxiedStore);
+
+impl std::ops::Deref for Rig {
+    type Target = ProxiedStore;
+    fn deref(&self) -> &ProxiedStore {
+        &self.0
+    }
 }
 
 impl Rig {
     fn new() -> Rig {
-        let sw = Seaweed::start();
-        let proxy = Proxy::start(&sw.endpoint);
-        let dir = tempfile::tempdir().unwrap();
-        let admin_file = sw.admin_env_file(dir.path());
-        Rig {
-            sw,
-            proxy,
-            dir,
-            admin_file,
-        }
-    }
-
-    fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
-    fn writer_file(&self) -> PathBuf {
-        self.state_dir().join("writer.env")
+        Rig(ProxiedStore::start())
     }
 
     /// The flags of a normal run (through the proxy), plus `extra`.
@@ -100,26 +81,6 @@ impl Rig {
         let o = self.run(&e);
         let v = common::json_stdout(&o);
         (o, v)
-    }
-
-    fn endpoint(&self) -> Endpoint {
-        Endpoint::new(EndpointConfig::new(&self.sw.endpoint).unwrap()).unwrap()
-    }
-
-    /// The admin, straight to SeaweedFS (not through the proxy).
-    fn admin_s3(&self) -> S3Client {
-        S3Client::new(
-            self.endpoint(),
-            Some(Credentials::new(&self.sw.admin_key, &self.sw.admin_secret)),
-            true,
-        )
-    }
-
-    fn admin_iam(&self) -> IamClient {
-        IamClient::new(
-            self.endpoint(),
-            Credentials::new(&self.sw.admin_key, &self.sw.admin_secret),
-        )
     }
 
     fn writer(&self) -> Credentials {

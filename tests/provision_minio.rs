@@ -8,13 +8,11 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::process::Output;
 
 use common::minio_standin::{AttachRoute, Auth, MinioStandIn, Recorded, User};
-use common::proxy::Proxy;
-use common::seaweed::Seaweed;
 use common::show;
+use common::store::ProxiedStore;
 use nix_binary_cache::credentials::Credentials;
 use serde_json::Value;
 
@@ -22,36 +20,29 @@ const BUCKET: &str = "nix-cache";
 const WRITER: &str = "nix-cache-writer";
 const POLICY: &str = "nix-cache-write";
 
+/// The store behind the proxy for the bucket plane, and the MinIO stand-in
+/// for the admin API.
 struct Rig {
-    sw: Seaweed,
-    proxy: Proxy,
+    store: ProxiedStore,
     minio: MinioStandIn,
-    dir: tempfile::TempDir,
-    admin_file: PathBuf,
+}
+
+impl std::ops::Deref for Rig {
+    type Target = ProxiedStore;
+    fn deref(&self) -> &ProxiedStore {
+        &self.store
+    }
 }
 
 impl Rig {
     fn new() -> Rig {
-        let sw = Seaweed::start();
-        let proxy = Proxy::start(&sw.endpoint);
+        let store = ProxiedStore::start();
         // One admin key pair for both planes, as on a real MinIO.
-        let minio = MinioStandIn::start(&sw.admin_key, &sw.admin_secret);
+        let minio = MinioStandIn::start(&store.sw.admin_key, &store.sw.admin_secret);
         minio.with_state(|s| {
             s.buckets.insert(BUCKET.into());
         });
-        let dir = tempfile::tempdir().unwrap();
-        let admin_file = sw.admin_env_file(dir.path());
-        Rig {
-            sw,
-            proxy,
-            minio,
-            dir,
-            admin_file,
-        }
-    }
-
-    fn writer_file(&self) -> PathBuf {
-        self.dir.path().join("state/writer.env")
+        Rig { store, minio }
     }
 
     /// Runs with the normal flags plus `extra`; no secret may be printed.
@@ -69,7 +60,7 @@ impl Rig {
             "--admin-credentials-file",
             self.admin_file.to_str().unwrap(),
             "--state-dir",
-            self.dir.path().join("state").to_str().unwrap(),
+            self.state_dir().to_str().unwrap(),
             "--wait-timeout",
             "20",
         ]

@@ -10,6 +10,7 @@ pub mod minio_standin;
 pub mod nix;
 pub mod proxy;
 pub mod seaweed;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
