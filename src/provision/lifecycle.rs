@@ -39,6 +39,9 @@ struct Rule {
 
 /// Splits a configuration into its rules (text kept verbatim).
 fn rules(xml: &str) -> Result<Vec<Rule>, String> {
+    // The reader skips a byte order mark without counting it in its
+    // positions, which would shift every rule's text by three bytes.
+    let xml = xml.strip_prefix('\u{feff}').unwrap_or(xml);
     let mut reader = Reader::from_str(xml);
     let mut out = Vec::new();
     let mut path: Vec<String> = Vec::new();
