@@ -86,6 +86,14 @@ impl CacheSettings {
         for k in &self.trusted_public_keys {
             PublicKey::parse(k)
                 .map_err(|m| ("--trusted-public-key".into(), format!("`{k}` {m}")))?;
+            // The parser forgives surrounding whitespace; a nix.conf list
+            // would split there.
+            if k.chars().any(char::is_whitespace) {
+                return Err((
+                    "--trusted-public-key".into(),
+                    format!("`{k}` contains whitespace; give the key as `name:base64`"),
+                ));
+            }
         }
         for f in &self.secret_key_files {
             let text = f.to_string_lossy();
