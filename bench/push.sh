@@ -210,5 +210,6 @@ json.dump({
     "raw_s": raw_s, "push_s": ours_s, "copy_s": float(e["COPY_S"]), "sync_s": float(e["SYNC_S"]),
     "raw_mib_s": tp(raw_s), "push_mib_s": tp(ours_s), "two_step_mib_s": tp(two_s),
     "push_rss_mib": rss, "noop_paths": int(e["NOOP_COUNT"]), "noop_median_s": statistics.median(noop),
+    "raw_cpu_s": raw_cpu, "push_cpu_s": ours_cpu, "two_step_cpu_s": two_cpu, "load": e["LOAD"],
 }, open(os.path.splitext(e["RESULTS"])[0] + ".json", "w"), indent=1)
 EOF

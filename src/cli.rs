@@ -74,6 +74,7 @@ enum Command {
 
 /// Parses the command line, runs the command and returns the exit code.
 pub fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Keys(c) => commands::keys::run(c),
@@ -135,4 +136,30 @@ pub fn exit_status(ok: bool) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// The exit status of a process ended by SIGPIPE (128 + 13), as a shell
+/// reports it.
+const EXIT_BROKEN_PIPE: i32 = 141;
+
+/// Rust ignores SIGPIPE, so `println!` to a closed pipe (`... | head -1`,
+/// `... | grep -q`) panics with a backtrace. Other Unix tools just stop:
+/// so does the helper, with the status a SIGPIPE death would give. (Setting
+/// SIGPIPE back to its default would need `unsafe`, and would also apply to
+/// writes that should fail as errors.)
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout")
+            && message.contains(&format!("(os error {})", libc::EPIPE))
+        {
+            std::process::exit(EXIT_BROKEN_PIPE);
+        }
+        default(info);
+    }));
 }
