@@ -98,7 +98,7 @@ rows = [
         f"`push` vs raw `nix-store --dump \\| zstd -{push['level']}` (no upload)",
         f"{push['push_mib_s']:.0f} MiB/s",
         f"{push['raw_mib_s']:.0f} MiB/s",
-        f"{share_of_raw * 100:.0f} % of the limit",
+        f"{share_of_raw:.2f}×",
         "(reported)",
         "",
     ),
