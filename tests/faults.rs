@@ -343,6 +343,19 @@ impl PushRig {
         (o, start.elapsed())
     }
 
+    /// A push that failed as it should: within `bound`, with an error that
+    /// names the endpoint. Returns its stderr.
+    fn assert_clear_failure(&self, o: &Output, took: Duration, bound: Duration) -> String {
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!o.status.success(), "{}", show(o));
+        assert!(took < bound, "gave up only after {took:?}");
+        assert!(
+            err.contains(self.proxy.endpoint.trim_start_matches("http://")),
+            "the error does not name the endpoint:\n{err}"
+        );
+        err
+    }
+
     /// The invariant, then: a clean re-run completes, all five paths are in
     /// the cache, and a fresh store substitutes them trusting our key.
     fn clean_rerun_substitutes(&self) {
@@ -410,11 +423,7 @@ fn push_under_heavy_faults_publishes_nothing_untrustworthy() {
     assert!(rig.proxy.faults_injected() >= 5);
     assert!(took < Duration::from_secs(120), "push took {took:?}");
     if !o.status.success() {
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            err.contains(rig.proxy.endpoint.trim_start_matches("http://")),
-            "the error does not name the endpoint:\n{err}"
-        );
+        rig.assert_clear_failure(&o, took, Duration::from_secs(120));
     }
     check_narinfos(&rig.sw, "cache");
     rig.clean_rerun_substitutes();
@@ -455,16 +464,7 @@ fn push_fails_clearly_when_every_put_answer_is_lost() {
         ..FaultPlan::always(Fault::Truncate)
     });
     let (o, took) = rig.push();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "{}", show(&o));
-    assert!(
-        took < Duration::from_secs(60),
-        "gave up only after {took:?}"
-    );
-    assert!(
-        err.contains(rig.proxy.endpoint.trim_start_matches("http://")),
-        "the error does not name the endpoint:\n{err}"
-    );
+    rig.assert_clear_failure(&o, took, Duration::from_secs(60));
     check_narinfos(&rig.sw, "cache");
     rig.clean_rerun_substitutes();
 }
@@ -476,19 +476,10 @@ fn push_gives_up_clearly_on_slow_down() {
     let rig = PushRig::new("faults-slowdown");
     rig.proxy.set_faults(FaultPlan::always(Fault::SlowDown));
     let (o, took) = rig.push();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "{}", show(&o));
-    assert!(
-        took < Duration::from_secs(60),
-        "gave up only after {took:?}"
-    );
+    let err = rig.assert_clear_failure(&o, took, Duration::from_secs(60));
     assert!(
         err.contains("SlowDown") || err.contains("503"),
         "the error does not say why:\n{err}"
-    );
-    assert!(
-        err.contains(rig.proxy.endpoint.trim_start_matches("http://")),
-        "the error does not name the endpoint:\n{err}"
     );
     assert!(
         keys(&rig.sw, "cache")
