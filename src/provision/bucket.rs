@@ -51,11 +51,17 @@ pub async fn reconcile(
 ) -> Result<Vec<Outcome>> {
     // `join`, not `try_join`: one failure must not cancel a write of
     // another resource halfway.
-    let (info, policy, lifecycle) = tokio::join!(
-        nix_cache_info(s3, cfg, bucket_exists),
-        bucket_policy(s3, cfg, bucket_exists),
-        lifecycle_rule(s3, cfg, bucket_exists),
-    );
+    //
+    // The policy and the lifecycle rule run one after the other: both live
+    // in the bucket's own metadata, and a store may rewrite that metadata
+    // whole (SeaweedFS does), so two concurrent writes can lose one of them.
+    let bucket_config = async {
+        let policy = bucket_policy(s3, cfg, bucket_exists).await;
+        let lifecycle = lifecycle_rule(s3, cfg, bucket_exists).await;
+        (policy, lifecycle)
+    };
+    let (info, (policy, lifecycle)) =
+        tokio::join!(nix_cache_info(s3, cfg, bucket_exists), bucket_config);
     let (info, policy) = (info?, policy?);
     if cfg.public && !cfg.dry_run && policy.status != Status::Unchanged {
         wait_for_anonymous_read(s3, cfg).await;
