@@ -266,6 +266,13 @@ impl IamClient {
             let page: Page<T> = self.call_parse(action, &all).await?;
             out.extend(page.items.member);
             match (page.truncated, page.marker) {
+                // The same marker again would page forever.
+                (true, Some(m)) if marker.as_deref() == Some(m.as_str()) => {
+                    return Err(Error::Other(format!(
+                        "{action}: the IAM endpoint returned the same Marker again; \
+                         the listing cannot progress"
+                    )));
+                }
                 (true, Some(m)) => marker = Some(m),
                 _ => return Ok(out),
             }

@@ -458,13 +458,24 @@ impl S3Client {
         let resp = self
             .send_ok(&format!("ListObjectsV2 {bucket}/{prefix}"), &req)
             .await?;
-        parse_list_page(&resp.text()).map_err(|e| Error::Store {
+        let store_error = |message: String| Error::Store {
             operation: format!("ListObjectsV2 {bucket}"),
             endpoint: self.endpoint.config().url.to_string(),
             status: resp.status.as_u16(),
             code: None,
-            message: format!("unreadable listing: {e}"),
-        })
+            message,
+        };
+        let (objects, next) = parse_list_page(&resp.text())
+            .map_err(|e| store_error(format!("unreadable listing: {e}")))?;
+        // A store that hands back the token it was given would make every
+        // caller page forever.
+        if next.is_some() && next.as_deref() == token {
+            return Err(store_error(
+                "the store returned the same continuation token again; the listing cannot progress"
+                    .into(),
+            ));
+        }
+        Ok((objects, next))
     }
 
     /// Lists every key under `prefix` (all pages).
