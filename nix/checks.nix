@@ -72,6 +72,6 @@ in
       );
 
   vm-seaweedfs = vmTest ./tests/seaweedfs.nix;
-  vm-minio = vmTest ./tests/minio.nix;
+  vm-minio = vmTest ./tests/minio-store.nix;
   vm-home-manager = vmTest ./tests/home-manager.nix;
 }

@@ -6,7 +6,7 @@
 //!
 //! - `Iam` ([`super::iam::IamPlane`]): the AWS IAM API (AWS, SeaweedFS,
 //!   Ceph RGW). The store issues the writer's access key.
-//! - `Minio` ([`super::minio::MinioPlane`]): the MinIO admin API v3. The
+//! - `Minio` ([`super::minio_plane::MinioPlane`]): the MinIO admin API v3. The
 //!   writer's secret is given or generated here, and set on the store.
 //! - `None`: the `s3` backend. Identities are managed elsewhere; provision
 //!   only checks that the given writer credentials authenticate and may write.
@@ -52,7 +52,7 @@ use crate::s3::{S3Client, S3Error};
 
 use super::ProvisionConfig;
 use super::iam::IamPlane;
-use super::minio::MinioPlane;
+use super::minio_plane::MinioPlane;
 use super::policy;
 use super::report::{Outcome, Status};
 

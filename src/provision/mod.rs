@@ -22,7 +22,7 @@ pub mod bucket;
 pub mod iam;
 pub mod identity;
 pub mod lifecycle;
-pub mod minio;
+pub mod minio_plane;
 pub mod policy;
 pub mod report;
 

@@ -30,6 +30,6 @@ let
 in
 {
   seaweedfs = script ../../nix/tests/seaweedfs.nix;
-  minio = script ../../nix/tests/minio.nix;
+  minio = script ../../nix/tests/minio-store.nix;
   home-manager = script ../../nix/tests/home-manager.nix;
 }
