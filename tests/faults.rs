@@ -116,12 +116,7 @@ async fn provision_converges_through_faults() {
         ..FaultPlan::default()
     });
     let (o, report) = rig.provision_json();
-    let injected = rig.proxy.faults_injected();
-    assert!(
-        injected >= 3,
-        "only {injected} faults: the test proves nothing"
-    );
-    assert!(o.status.success(), "{injected} faults\n{}", show(&o));
+    assert_survived(&rig.proxy, 3, &o);
     assert_eq!(report["converged"], true, "{report:#}");
     rig.assert_no_partial_state();
 
@@ -158,12 +153,7 @@ async fn provision_converges_when_writes_lose_their_answers() {
         ..FaultPlan::default()
     });
     let (o, report) = rig.provision_json();
-    let injected = rig.proxy.faults_injected();
-    assert!(
-        injected >= 2,
-        "only {injected} faults: the test proves nothing"
-    );
-    assert!(o.status.success(), "{injected} faults\n{}", show(&o));
+    assert_survived(&rig.proxy, 2, &o);
     assert_eq!(report["converged"], true, "{report:#}");
     rig.assert_no_partial_state();
     let first = format!("{}\n{report:#}", show(&o));
@@ -396,12 +386,7 @@ fn push_completes_through_faults() {
         ..FaultPlan::default()
     });
     let (o, _) = rig.push();
-    let injected = rig.proxy.faults_injected();
-    assert!(
-        injected >= 2,
-        "only {injected} faults: the test proves nothing"
-    );
-    assert!(o.status.success(), "{injected} faults\n{}", show(&o));
+    assert_survived(&rig.proxy, 2, &o);
     assert_eq!(check_narinfos(&rig.sw, "cache").len(), 5);
     rig.clean_rerun_substitutes();
 }
@@ -488,4 +473,16 @@ fn push_gives_up_clearly_on_slow_down() {
         "a narinfo was published"
     );
     rig.clean_rerun_substitutes();
+}
+
+/// Enough faults were injected for the test to prove something, and the run
+/// still succeeded.
+#[track_caller]
+fn assert_survived(proxy: &Proxy, min: usize, o: &Output) {
+    let injected = proxy.faults_injected();
+    assert!(
+        injected >= min,
+        "only {injected} faults: the test proves nothing"
+    );
+    assert!(o.status.success(), "{injected} faults\n{}", show(o));
 }
