@@ -97,6 +97,10 @@ timed() {
   /usr/bin/time -f "%e %U %S %M" -o "$WORK/$name.time" "$@"
 }
 wall() { awk '{print $1}' "$WORK/$1.time"; }
+# CPU seconds (user + system) the S3 server has used so far: the share of
+# the cores a method costs the server, which runs on the same machine.
+TICKS="$(getconf CLK_TCK)"
+server_cpu() { awk -v t="$TICKS" '{printf "%.2f\n", ($14 + $15) / t}' "/proc/$SEAWEED_PID/stat"; }
 cpu() { awk '{print $2 + $3}' "$WORK/$1.time"; }
 
 echo "== 1. raw nix-store --dump | zstd -T0 -$LEVEL" >&2
@@ -107,9 +111,11 @@ RAW_BYTES="$(cat "$WORK/raw.bytes")"
 
 echo "== 2. nix-binary-cache push" >&2
 make_bucket bench-push
+S0="$(server_cpu)"
 timed ours "$BIN" push --endpoint "$E" --bucket bench-push \
   --writer-credentials-file "$ADMIN_ENV" --signing-key-file "$WORK/key.sk" \
   --compression-level "$LEVEL" --quiet "$TOP" > "$WORK/ours.out"
+S1="$(server_cpu)"
 OURS_RSS_KB="$(awk '{print $4}' "$WORK/ours.time")"
 OURS_BYTES="$(bucket_bytes bench-push nar/)"
 cat "$WORK/ours.out" >&2
@@ -117,9 +123,12 @@ cat "$WORK/ours.out" >&2
 echo "== 3. nix copy --to file:// + aws s3 sync" >&2
 make_bucket bench-sync
 timed copy nix copy --to "file://$WORK/filecache?compression=zstd" "$TOP" 2>/dev/null
+S2="$(server_cpu)"
 (set -a; . "$ADMIN_ENV"; set +a; export AWS_DEFAULT_REGION=us-east-1
  timed sync "$AWS" --endpoint-url "$E" s3 sync --only-show-errors "$WORK/filecache" s3://bench-sync)
+S3="$(server_cpu)"
 TWO_BYTES="$(bucket_bytes bench-sync nar/)"
+SERVER_OURS_CPU="$(awk "BEGIN {print $S1 - $S0}")" SERVER_SYNC_CPU="$(awk "BEGIN {print $S3 - $S2}")"
 
 echo "== 4. no-op push of $NOOP_PATHS cached paths" >&2
 mkdir -p "$WORK/small"
@@ -141,7 +150,8 @@ NOOP_COUNT="$(nix-store --query --requisites "$SMALL_TOP" | wc -l)"
 RAW_S="$(wall raw)" RAW_CPU="$(cpu raw)" OURS_S="$(wall ours)" OURS_CPU="$(cpu ours)"
 COPY_S="$(wall copy)" COPY_CPU="$(cpu copy)" SYNC_S="$(wall sync)" SYNC_CPU="$(cpu sync)"
 export SIZE_MIB NAR_BYTES FILES LEVEL RAW_S RAW_BYTES OURS_S OURS_RSS_KB OURS_BYTES \
-  COPY_S SYNC_S TWO_BYTES NOOP_COUNT RESULTS RAW_CPU OURS_CPU COPY_CPU SYNC_CPU
+  COPY_S SYNC_S TWO_BYTES NOOP_COUNT RESULTS RAW_CPU OURS_CPU COPY_CPU SYNC_CPU \
+  SERVER_OURS_CPU SERVER_SYNC_CPU
 export NOOP_TIMES="${NOOP_RUNS[*]}" CLOSURE_LEN="${#CLOSURE[@]}"
 export CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')" CORES="$(nproc)"
 export LOAD="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -185,6 +195,18 @@ out.append(f"- Two-step baseline split: `nix copy` {float(e['COPY_S']):.2f} s ({
 out.append(f"- **Push throughput vs the two-step baseline: {two_s / ours_s:.2f}×** (target ≥ 2×); "
            f"CPU time per byte: the baseline spends {two_cpu / ours_cpu:.2f}× ours.")
 out.append(f"- Push throughput as a share of raw dump|zstd (the compression limit): {raw_s / ours_s * 100:.0f} %.")
+# Where the cores went: the S3 server shares them, so a method's wall time
+# is bounded below by (client CPU + server CPU) / cores.
+cores = int(e["CORES"])
+srv_ours, srv_sync = float(e["SERVER_OURS_CPU"]), float(e["SERVER_SYNC_CPU"])
+busy = (ours_cpu + srv_ours) / ours_s / cores
+stored = int(e["OURS_BYTES"]) / mib
+out.append(f"- **Where the cores went.** During the push the S3 server used {srv_ours:.1f} s of CPU "
+           f"({srv_ours / stored * 1000:.1f} ms per stored MiB; {srv_sync:.1f} s during `aws s3 sync` of the same "
+           f"bytes), and the push {ours_cpu:.1f} s: {ours_cpu + srv_ours:.1f} core-seconds in {ours_s:.2f} s on "
+           f"{cores} cores, {busy * 100:.0f} % of them busy. 2× the baseline means finishing in {two_s / 2:.2f} s, "
+           f"which leaves {two_s / 2 * cores:.1f} core-seconds for the push and the server together; the server's "
+           f"share alone is {srv_ours:.1f}.")
 out.append(f"- **Peak RSS of the push: {rss:.1f} MiB** (target ≤ 64 MiB): GNU time's maximum resident set size, the largest process of the push (ours, or the `nix path-info` it runs).")
 out.append(f"- **No-op push of {e['NOOP_COUNT']} paths already in the cache: median {statistics.median(noop):.3f} s** "
            f"(runs: {', '.join(f'{x:.3f}' for x in noop)} s; target < 1 s). It runs `nix path-info --recursive` "
@@ -211,5 +233,7 @@ json.dump({
     "raw_mib_s": tp(raw_s), "push_mib_s": tp(ours_s), "two_step_mib_s": tp(two_s),
     "push_rss_mib": rss, "noop_paths": int(e["NOOP_COUNT"]), "noop_median_s": statistics.median(noop),
     "raw_cpu_s": raw_cpu, "push_cpu_s": ours_cpu, "two_step_cpu_s": two_cpu, "load": e["LOAD"],
+    "server_push_cpu_s": float(e["SERVER_OURS_CPU"]), "server_sync_cpu_s": float(e["SERVER_SYNC_CPU"]),
+    "cores": int(e["CORES"]),
 }, open(os.path.splitext(e["RESULTS"])[0] + ".json", "w"), indent=1)
 EOF

@@ -103,6 +103,14 @@ rows = [
         "",
     ),
     (
+        "cores busy during that `push` (its CPU + the S3 server's, over wall time)",
+        f"{(push['push_cpu_s'] + push['server_push_cpu_s']) / push['push_s'] / push['cores'] * 100:.0f} %",
+        "",
+        "",
+        "(reported)",
+        "",
+    ),
+    (
         "peak memory of that `push`",
         f"{push['push_rss_mib']:.1f} MiB",
         "",
