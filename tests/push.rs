@@ -12,14 +12,6 @@ use common::nix::{TestNix, chain_expr, fresh_store};
 use common::seaweed::Seaweed;
 use common::{ok, show};
 
-/// The closure of `path`, as Nix lists it.
-fn closure(nix: &TestNix, path: &str) -> Vec<String> {
-    ok(nix.run("nix-store", &["--query", "--requisites", path]))
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
 struct Setup {
     s: Seaweed,
     nix: TestNix,
@@ -120,7 +112,7 @@ fn pushed_closure_substitutes_with_our_key_and_only_ours() {
     let top = t.nix.build_expr(&chain_expr("push-e2e", 4)).remove(0);
     // 20 MiB of random data: incompressible, so a multipart upload.
     let big = t.add_random("big.bin", 20 * 1024 * 1024);
-    let paths = closure(&t.nix, &top);
+    let paths = t.nix.closure(&top);
     assert_eq!(paths.len(), 4);
 
     let out = t.push("cache", &[], &[&top, &big]);
@@ -217,7 +209,7 @@ fn skip_if_substitutable_leaves_upstream_paths_out() {
     let t = setup(&["cache", "upstream"]);
     let expr = chain_expr("push-upstream", 3);
     let top = t.nix.build_expr(&expr).remove(0);
-    let paths = closure(&t.nix, &top);
+    let paths = t.nix.closure(&top);
     let middle = paths
         .iter()
         .find(|p| p.ends_with("push-upstream-1"))
@@ -283,10 +275,7 @@ fn no_closure_refuses_paths_whose_references_are_missing() {
     );
     assert!(check_narinfos(&t.s, "cache").is_empty());
     // With the closure pushed first, --no-closure works.
-    let dep = closure(&t.nix, &top)
-        .into_iter()
-        .find(|p| *p != top)
-        .unwrap();
+    let dep = t.nix.closure(&top).into_iter().find(|p| *p != top).unwrap();
     ok(t.push("cache", &["--no-closure"], &[&dep]));
     let stdout = ok(t.push("cache", &["--no-closure"], &[&top]));
     assert!(stdout.contains("uploaded 1 path:"), "{stdout}");
@@ -378,10 +367,7 @@ fn bad_input_is_named_and_secrets_stay_out_of_output() {
 fn manifest_drives_push_enqueue_and_the_uploader() {
     let t = setup(&["cache", "upstream"]);
     let top = t.nix.build_expr(&chain_expr("push-manifest", 2)).remove(0);
-    let dep = closure(&t.nix, &top)
-        .into_iter()
-        .find(|p| *p != top)
-        .unwrap();
+    let dep = t.nix.closure(&top).into_iter().find(|p| *p != top).unwrap();
     ok(t.push("upstream", &[], &[&dep]));
     let spool = t.dir.path().join("spool");
     let manifest = |key_name: &str| {

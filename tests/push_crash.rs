@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use common::cache::{cache_url, check_narinfos, make_cache_bucket, signing_key};
+use common::cache::{cache_url, check_narinfos, clear_cache, make_cache_bucket, signing_key};
 use common::nix::{TestNix, chain_expr, fresh_store};
 use common::seaweed::Seaweed;
 use common::{ok, show};
@@ -71,7 +71,6 @@ fn kill_9_at_random_moments_never_publishes_a_broken_narinfo() {
     // duration of a whole push, re-estimated from the complete runs (the
     // store server's speed varies).
     make_cache_bucket(&s, "crash");
-    let admin = common::cache::admin(&s);
     let mut estimate = full;
     let mut interrupted = 0;
     let mut kills = 0;
@@ -103,20 +102,12 @@ fn kill_9_at_random_moments_never_publishes_a_broken_narinfo() {
         }
         // Start the next round from an empty bucket; a complete run from
         // nothing re-estimates the duration.
-        for k in common::cache::keys(&s, "crash") {
-            if k != "nix-cache-info" {
-                common::cache::block_on(admin.delete_object("crash", &k)).unwrap();
-            }
-        }
+        clear_cache(&s, "crash");
         if round % 3 == 2 {
             let started = Instant::now();
             assert!(push("crash").status().unwrap().success());
             estimate = (estimate + started.elapsed()) / 2;
-            for k in common::cache::keys(&s, "crash") {
-                if k != "nix-cache-info" {
-                    common::cache::block_on(admin.delete_object("crash", &k)).unwrap();
-                }
-            }
+            clear_cache(&s, "crash");
         }
     }
     assert!(kills >= 20);

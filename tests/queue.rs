@@ -5,108 +5,35 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::cache::{cache_url, check_narinfos, make_cache_bucket, signing_key};
-use common::nix::{TestNix, chain_expr, fresh_store};
+use common::cache::{cache_url, check_narinfos, make_cache_bucket};
+use common::nix::chain_expr;
+use common::queue::{BUCKET, Spooler};
 use common::seaweed::Seaweed;
-use common::{ok, show};
+use common::show;
 
+/// The store, and the spool whose uploader talks to it directly.
 struct Rig {
     s: Seaweed,
-    nix: TestNix,
-    dir: tempfile::TempDir,
-    spool: PathBuf,
-    key_file: PathBuf,
-    public: String,
-    creds: PathBuf,
+    q: Spooler,
+}
+
+impl std::ops::Deref for Rig {
+    type Target = Spooler;
+    fn deref(&self) -> &Spooler {
+        &self.q
+    }
 }
 
 fn rig() -> Rig {
     let s = Seaweed::start();
-    make_cache_bucket(&s, "cache");
+    make_cache_bucket(&s, BUCKET);
     let dir = tempfile::tempdir().unwrap();
-    let (key_file, public) = signing_key(dir.path(), "queue-1");
     let creds = s.admin_env_file(dir.path());
-    Rig {
-        spool: dir.path().join("spool"),
-        s,
-        nix: TestNix::new(),
-        dir,
-        key_file,
-        public,
-        creds,
-    }
-}
-
-impl Rig {
-    /// `enqueue` as the daemon runs it: OUT_PATHS and DRV_PATH set.
-    fn enqueue(&self, out_paths: &str, extra: &[&str]) -> (Output, Duration) {
-        let started = Instant::now();
-        let out = self
-            .nix
-            .helper()
-            .arg("enqueue")
-            .arg("--spool")
-            .arg(&self.spool)
-            .args(extra)
-            .env("OUT_PATHS", out_paths)
-            .env(
-                "DRV_PATH",
-                "/nix/store/00000000000000000000000000000000-x.drv",
-            )
-            .output()
-            .unwrap();
-        (out, started.elapsed())
-    }
-
-    fn uploader(&self) -> Command {
-        let mut c = self.nix.helper();
-        c.arg("upload-queue")
-            .arg("--spool")
-            .arg(&self.spool)
-            .args(["--endpoint", &self.s.endpoint, "--bucket", "cache"])
-            .arg("--writer-credentials-file")
-            .arg(&self.creds)
-            .arg("--signing-key-file")
-            .arg(&self.key_file);
-        c
-    }
-
-    fn status(&self) -> String {
-        ok(self
-            .nix
-            .helper()
-            .args(["queue", "status", "--spool"])
-            .arg(&self.spool)
-            .output()
-            .unwrap())
-    }
-
-    fn entries(&self) -> usize {
-        std::fs::read_dir(self.spool.join("queue"))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    }
-
-    fn substitutes(&self, paths: &[&str]) -> Output {
-        let (_d, root) = fresh_store();
-        self.nix
-            .command("nix")
-            .args([
-                "copy",
-                "--from",
-                &cache_url(&self.s, "cache"),
-                "--to",
-                &root,
-            ])
-            .args(["--option", "trusted-public-keys", &self.public])
-            .args(paths)
-            .output()
-            .unwrap()
-    }
+    let q = Spooler::new(dir, creds, &s.endpoint, cache_url(&s, BUCKET));
+    Rig { s, q }
 }
 
 #[test]
@@ -125,13 +52,13 @@ fn hook_queues_while_the_cache_is_down_and_the_uploader_drains_after() {
     let (out, _) = r.enqueue(&b, &[]);
     assert!(out.status.success());
     assert_eq!(r.entries(), 2);
-    assert!(r.status().contains("2 entries waiting"));
+    assert!(r.status_text().contains("2 entries waiting"));
 
     // The uploader cannot reach the cache: the entries stay, with the error.
     let out = r.uploader().arg("--once").output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert_eq!(r.entries(), 2);
-    let status = r.status();
+    let status = r.status_text();
     assert!(status.contains("1 attempt failed"), "{status}");
     assert!(status.contains(&r.s.endpoint), "{status}");
 
@@ -140,8 +67,8 @@ fn hook_queues_while_the_cache_is_down_and_the_uploader_drains_after() {
     let out = r.uploader().arg("--once").output().unwrap();
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(r.entries(), 0);
-    assert!(r.status().contains("is empty"));
-    assert_eq!(check_narinfos(&r.s, "cache").len(), 4);
+    assert!(r.status_text().contains("is empty"));
+    assert_eq!(check_narinfos(&r.s, BUCKET).len(), 4);
     let out = r.substitutes(&[&a, &b]);
     assert!(out.status.success(), "{}", show(&out));
 }
@@ -247,7 +174,7 @@ fn collected_paths_are_dropped_with_a_log_line_not_retried_forever() {
         show(&out)
     );
     assert_eq!(r.entries(), 0);
-    assert_eq!(check_narinfos(&r.s, "cache").len(), 1);
+    assert_eq!(check_narinfos(&r.s, BUCKET).len(), 1);
 }
 
 #[test]

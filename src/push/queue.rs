@@ -267,11 +267,17 @@ impl Spool {
 
     /// Removes state files whose entry is gone and temporary files older
     /// than an hour (a hook that died while writing).
+    ///
+    /// Hidden files in `state/` are the temporary files of a `write_state`
+    /// whose uploader was killed before its rename; nothing else would
+    /// ever remove them. Only the holder of the spool lock writes `state/`
+    /// and `tidy` runs under that lock, so any such file is a dead
+    /// writer's and goes at once.
     fn tidy(&self, names: &[String]) {
         if let Ok(rd) = fs::read_dir(self.sub("state")) {
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
-                if n.ends_with(".json") && !names.contains(&n) {
+                if n.starts_with('.') || (n.ends_with(".json") && !names.contains(&n)) {
                     let _ = fs::remove_file(e.path());
                 }
             }
@@ -516,6 +522,27 @@ mod tests {
             let m = fs::metadata(dir.join(s)).unwrap().mode() & 0o7777;
             assert_eq!(m, 0o2770, "{s}");
         }
+    }
+
+    #[test]
+    fn tidy_removes_what_a_killed_uploader_left_in_state() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Spool::new(d.path().join("spool"));
+        let a = vec!["/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-a".to_string()];
+        let Enqueued::Queued(name) = s.enqueue(&a, None, 10).unwrap() else {
+            panic!("not queued");
+        };
+        s.write_state(&name, &EntryState::default()).unwrap();
+        let state = d.path().join("spool/state");
+        // A write_state killed before its rename, and a gone entry's state.
+        fs::write(state.join(format!(".{name}.tmp-4242")), b"{\"attem").unwrap();
+        fs::write(state.join("0000000000000-1-00000000.json"), b"{}").unwrap();
+        s.tidy(&s.names().unwrap());
+        let left: Vec<String> = fs::read_dir(&state)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, [name]);
     }
 
     #[test]

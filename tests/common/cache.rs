@@ -102,6 +102,17 @@ pub fn keys(s: &Seaweed, bucket: &str) -> Vec<String> {
     v
 }
 
+/// Deletes every object of `bucket` but `nix-cache-info`: the cache as
+/// provisioning left it, for the next round of a test.
+pub fn clear_cache(s: &Seaweed, bucket: &str) {
+    let c = admin(s);
+    for k in keys(s, bucket) {
+        if k != "nix-cache-info" {
+            block_on(c.delete_object(bucket, &k)).unwrap();
+        }
+    }
+}
+
 /// Checks every narinfo in the bucket: it parses, and its `URL:` object
 /// exists with exactly `FileSize` bytes. Returns the parsed narinfos.
 #[track_caller]

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod minio_standin;
 pub mod nix;
 pub mod proxy;
+pub mod queue;
 pub mod seaweed;
 pub mod store;
 

@@ -72,6 +72,33 @@ impl TestNix {
             .to_string()
     }
 
+    /// The closure of `path` (`nix-store --query --requisites`),
+    /// dependencies first.
+    pub fn closure(&self, path: &str) -> Vec<String> {
+        super::ok(self.run("nix-store", &["--query", "--requisites", path]))
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `nix copy` of `paths` from the binary cache at `url` into a fresh
+    /// store root (another machine), trusting `public_key` and nothing
+    /// else; signatures are required ([`TEST_NIX_CONF`]).
+    pub fn substitute<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        url: &str,
+        public_key: &str,
+        paths: &[S],
+    ) -> Output {
+        let (_d, root) = fresh_store();
+        self.command("nix")
+            .args(["copy", "--from", url, "--to", &root])
+            .args(["--option", "trusted-public-keys", public_key])
+            .args(paths)
+            .output()
+            .unwrap()
+    }
+
     /// Builds a derivation from a Nix expression string (a shell builder
     /// using only `/bin/sh`, no nixpkgs), returning the output paths.
     pub fn build_expr(&self, expr: &str) -> Vec<String> {

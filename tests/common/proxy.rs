@@ -72,6 +72,18 @@ impl FaultPlan {
         p
     }
 
+    /// Every matching request gets a fault: a seeded mix of resets, cut
+    /// answers and `503 SlowDown` (an outage that looks different each time).
+    pub fn every_request(seed: u64) -> FaultPlan {
+        FaultPlan {
+            reset: 34,
+            truncate: 33,
+            slow_down: 33,
+            seed,
+            ..FaultPlan::default()
+        }
+    }
+
     /// True when a request is subject to faults (see [`FaultPlan::only`]).
     fn applies(&self, method: &str, query: &str, action: Option<&str>) -> bool {
         self.only.is_empty()
