@@ -28,18 +28,11 @@ use serde_json::Value;
 const BUCKET: &str = "nix-cache";
 
 /// The store behind the proxy (which injects the faults).
-struct Rig(ProxiedStore);
-
-impl std::ops::Deref for Rig {
-    type Target = ProxiedStore;
-    fn deref(&self) -> &ProxiedStore {
-        &self.0
-    }
-}
+type Rig = ProxiedStore;
 
 impl Rig {
     fn new() -> Rig {
-        Rig(ProxiedStore::start())
+        ProxiedStore::start()
     }
 
     fn provision(&self, extra: &[&str]) -> (Output, Duration) {

@@ -18,18 +18,11 @@ const BUCKET: &str = "nix-cache";
 const INFO: &str = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n";
 
 /// The store behind the proxy, with the flags of a normal run.
-struct Rig(ProxiedStore);
-
-impl std::ops::Deref for Rig {
-    type Target = ProxiedStore;
-    fn deref(&self) -> &ProxiedStore {
-        &self.0
-    }
-}
+type Rig = ProxiedStore;
 
 impl Rig {
     fn new() -> Rig {
-        Rig(ProxiedStore::start())
+        ProxiedStore::start()
     }
 
     /// The flags of a normal run (through the proxy), plus `extra`.
