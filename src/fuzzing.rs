@@ -38,6 +38,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("path_info", path_info),
     ("lifecycle", lifecycle),
     ("bucket_policy", bucket_policy),
+    ("spool_entry", spool_entry),
 ];
 
 /// Splits `data` on `0xFF` into exactly `n` parts (missing ones are empty,
@@ -385,5 +386,92 @@ pub fn bucket_policy(data: &[u8]) {
         plan_bucket_policy(next.as_ref(), "nix-cache", public),
         BucketPolicyChange::Unchanged,
         "the planned policy does not converge: {next:?}"
+    );
+}
+
+/// The upload queue's files, which the post-build hook, an admin or a crash
+/// may leave in any state: an entry file, its state file, and the text of
+/// `$OUT_PATHS` (also used as an entry's file name). What parses as an entry
+/// or a state is written back to a file that reads the same; the paths read
+/// from `$OUT_PATHS` are non-empty words, and the entry `enqueue` makes of
+/// them reads back; a name as `enqueue` makes it has the age it was made at.
+pub fn spool_entry(data: &[u8]) {
+    use crate::push::queue::{
+        ENTRY_VERSION, Entry, EntryState, age_of, entry_name, is_entry_name, split_out_paths,
+    };
+    let p = parts(data, 3);
+    if let Ok(entry) = Entry::parse(p[0]) {
+        assert_eq!(entry.version, ENTRY_VERSION, "another version was read");
+        assert!(!entry.paths.is_empty(), "an entry without paths was read");
+        let written = entry.to_bytes();
+        assert_eq!(
+            Entry::parse(&written).as_ref(),
+            Ok(&entry),
+            "the written entry reads differently\n{}",
+            text(&written)
+        );
+        if entry.check_paths("/nix/store").is_ok() {
+            for path in &entry.paths {
+                assert_eq!(
+                    pathinfo::resolve_store_path(path, "/nix/store")
+                        .ok()
+                        .as_ref(),
+                    Some(path),
+                    "a checked path is not the store path push uploads"
+                );
+            }
+        }
+    }
+    if let Ok(state) = EntryState::parse(p[1]) {
+        let written = state.to_bytes();
+        assert_eq!(
+            EntryState::parse(&written),
+            Ok(state),
+            "the written state reads differently\n{}",
+            text(&written)
+        );
+    }
+
+    let out_paths = text(p[2]);
+    let paths = split_out_paths(&out_paths);
+    assert!(
+        paths
+            .iter()
+            .all(|p| !p.is_empty() && !p.contains(char::is_whitespace)),
+        "{paths:?}"
+    );
+    let kept: String = out_paths.chars().filter(|c| !c.is_whitespace()).collect();
+    assert_eq!(paths.concat(), kept, "a character was lost or added");
+    assert_eq!(split_out_paths(&paths.join(" ")), paths, "not stable");
+    if !paths.is_empty() {
+        let drv = text(p[1]);
+        let entry = Entry::new(paths, Some(&drv));
+        assert_eq!(
+            Entry::parse(&entry.to_bytes()),
+            Ok(entry),
+            "what enqueue writes does not read back"
+        );
+    }
+
+    // File names: any name's age must not panic; a name as enqueue makes
+    // it is an entry's name and has the age it was made at.
+    let _ = age_of(&out_paths);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .expect("the clock is after 1970");
+    let mut seed = [0u8; 8];
+    for (i, b) in p[2].iter().take(8).enumerate() {
+        seed[i] = *b;
+    }
+    let millis = u64::from_le_bytes(seed) % (now.as_millis() as u64 + 1);
+    let name = entry_name(u128::from(millis), u32::from(seed[0]), [seed[1]; 4]);
+    assert!(is_entry_name(&name), "{name}");
+    let later = entry_name(u128::from(millis) + 1, 0, [0; 4]);
+    assert!(later > name, "{later} sorts before {name}");
+    let age = age_of(&name).unwrap_or_else(|| panic!("{name} has no age"));
+    let expected = now.saturating_sub(std::time::Duration::from_millis(millis));
+    assert!(
+        age >= expected && age - expected < std::time::Duration::from_secs(60),
+        "{name}: age {age:?}, expected {expected:?}"
     );
 }

@@ -205,3 +205,245 @@ fn spool_files_are_shareable() {
         .path();
     assert_eq!(std::fs::metadata(&entry).unwrap().mode() & 0o777, 0o644);
 }
+
+/// Runs `c` and fails the test (instead of hanging it) when it has not
+/// finished within a minute: a FIFO in the spool must not block a reader.
+fn output_within_a_minute(mut c: Command) -> Output {
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("{c:?} hangs");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_spool_left_in_a_bad_state_is_reported_and_kept_while_good_entries_drain() {
+    let r = rig();
+    let good = r.nix.build_expr(&chain_expr("queue-bad-good", 1)).remove(0);
+    let never = r
+        .nix
+        .build_expr(&chain_expr("queue-bad-never", 1))
+        .remove(0);
+    assert!(r.enqueue(&good, &[]).0.status.success());
+    let queue = r.spool.join("queue");
+    let state = r.spool.join("state");
+    let good_name = std::fs::read_dir(&queue)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name()
+        .into_string()
+        .unwrap();
+    let real = std::fs::read_to_string(queue.join(&good_name)).unwrap();
+
+    // Files another process, an admin or a crash may leave. Their names
+    // sort before the good entry's, so they are met first.
+    let entry = |paths: &str| format!(r#"{{"version":1,"paths":{paths},"queued":"x"}}"#);
+    let bad: Vec<(&str, String, &str)> = vec![
+        (
+            "0000000000001-1-truncated.json",
+            real[..real.len() / 2].to_string(),
+            "is truncated",
+        ),
+        (
+            "0000000000002-1-notjson.json",
+            "hello\n".into(),
+            "is not JSON",
+        ),
+        (
+            "0000000000003-1-future.json",
+            real.replace(&good, &never)
+                .replace(r#""version":1"#, r#""version":2"#),
+            "entry format version 2",
+        ),
+        (
+            "0000000000004-1-nopaths.json",
+            entry("[]"),
+            "lists no paths",
+        ),
+        (
+            "0000000000005-1-notstore.json",
+            entry(r#"["relative/garbage"]"#),
+            "not a store path in /nix/store",
+        ),
+    ];
+    for (name, body, _) in &bad {
+        std::fs::write(queue.join(name), body).unwrap();
+    }
+    // Unreadable: a directory and a FIFO where entry files should be.
+    std::fs::create_dir(queue.join("0000000000006-1-dir.json")).unwrap();
+    let fifo = queue.join("0000000000007-1-fifo.json");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // A stray file in queue/, a partial entry in tmp/, a garbage state file
+    // for the good entry, and a state "file" that cannot be replaced (a
+    // directory) for a bad one.
+    std::fs::write(queue.join("notes.txt"), "").unwrap();
+    let partial = "0000000000009-1-partial.json";
+    std::fs::write(r.spool.join("tmp").join(partial), &real[..10]).unwrap();
+    std::fs::write(state.join(&good_name), "{\"attempts\": oops").unwrap();
+    std::fs::create_dir(state.join("0000000000002-1-notjson.json")).unwrap();
+
+    // The hook still queues, exit 0.
+    let (out, _) = r.enqueue(&good, &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(r.entries(), 7 + 1 + 2);
+
+    // Status lists each bad entry by file, with what is wrong and what to do.
+    let mut c = r.nix.helper();
+    c.args(["queue", "status", "--spool"]).arg(&r.spool);
+    let status = ok(output_within_a_minute(c));
+    for (name, _, why) in bad.iter().filter(|b| !b.0.contains("notstore")) {
+        let line = status
+            .lines()
+            .find(|l| l.contains(&queue.join(name).display().to_string()))
+            .unwrap_or_else(|| panic!("{name} is not reported\n{status}"));
+        assert!(line.contains(why), "{line}");
+        assert!(
+            line.contains("keeps it") && line.contains("remove it"),
+            "{line}"
+        );
+    }
+    for name in ["0000000000006-1-dir.json", "0000000000007-1-fifo.json"] {
+        let line = status
+            .lines()
+            .find(|l| l.contains(name) && l.contains("cannot be read"))
+            .unwrap_or_else(|| panic!("{name} is not reported\n{status}"));
+        assert!(line.contains("not a regular file"), "{line}");
+    }
+    let state_line = format!(
+        "its state file {} is not a state file",
+        state.join(&good_name).display()
+    );
+    assert!(status.contains(&state_line), "{status}");
+    assert!(
+        status.contains("notes.txt: ignored by the uploader"),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!("tmp/{partial}: an entry being written")),
+        "{status}"
+    );
+    assert!(status.contains("9 entries waiting"), "{status}");
+
+    // The uploader pushes the good entries and removes them; every entry
+    // it could not use stays exactly as it was, pass after pass.
+    for pass in 0..2 {
+        let mut c = r.uploader();
+        c.arg("--once");
+        let out = output_within_a_minute(c);
+        assert_eq!(out.status.code(), Some(1), "pass {pass}: {}", show(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("7 entries remaining"), "{err}");
+        for (name, body, why) in &bad {
+            assert_eq!(&std::fs::read_to_string(queue.join(name)).unwrap(), body);
+            let path = queue.join(name).display().to_string();
+            assert!(
+                err.lines().any(|l| l.starts_with(&path) && l.contains(why)),
+                "{name}: {err}"
+            );
+        }
+        assert!(queue.join("0000000000006-1-dir.json").is_dir());
+        assert!(fifo.exists());
+        assert!(queue.join("notes.txt").exists());
+        assert_eq!(r.entries(), 7 + 1);
+    }
+    let pushed: Vec<String> = check_narinfos(&r.s, "cache")
+        .into_iter()
+        .map(|n| n.store_path)
+        .collect();
+    assert!(pushed.contains(&good), "{pushed:?}");
+    assert!(!pushed.contains(&never), "a future entry was pushed");
+    let out = r.substitutes(&[&good]);
+    assert!(out.status.success(), "{}", show(&out));
+
+    // After the passes, the uploader's notes name the problem too.
+    let status = r.status();
+    assert!(!status.contains(&good_name), "{status}");
+    let not_store = format!(
+        "last error: {} lists \"relative/garbage\", which is not a store path in /nix/store",
+        queue.join("0000000000005-1-notstore.json").display()
+    );
+    assert!(status.contains(&not_store), "{status}");
+    assert!(status.contains("2 attempts failed"), "{status}");
+    let json = ok(r
+        .nix
+        .helper()
+        .args(["queue", "status", "--json", "--spool"])
+        .arg(&r.spool)
+        .output()
+        .unwrap());
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let problems: Vec<&str> = json["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["problem"].as_str())
+        .collect();
+    assert_eq!(problems.len(), 6, "{json}");
+    assert!(json["strays"].as_array().unwrap().len() >= 2, "{json}");
+}
+
+#[test]
+fn an_entry_a_dead_hook_left_in_tmp_is_pushed_after_an_hour() {
+    let r = rig();
+    let a = r.nix.build_expr(&chain_expr("queue-tmp-a", 1)).remove(0);
+    let b = r.nix.build_expr(&chain_expr("queue-tmp-b", 1)).remove(0);
+    assert!(r.enqueue(&a, &[]).0.status.success());
+    // The hook died after writing b's entry in full but before moving it
+    // into queue/; another one died halfway through writing.
+    let name = std::fs::read_dir(r.spool.join("queue"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name()
+        .into_string()
+        .unwrap();
+    let body = std::fs::read_to_string(r.spool.join("queue").join(&name)).unwrap();
+    let tmp = r.spool.join("tmp");
+    let complete = tmp.join(name.replace(".json", "0.json"));
+    let partial = tmp.join(name.replace(".json", "1.json"));
+    let fresh = tmp.join(name.replace(".json", "2.json"));
+    std::fs::write(&complete, body.replace(&a, &b)).unwrap();
+    std::fs::write(&partial, &body[..body.len() - 1]).unwrap();
+    std::fs::write(&fresh, &body[..body.len() - 1]).unwrap();
+    for f in [&complete, &partial] {
+        let touched = Command::new("touch")
+            .args(["-d", "2 hours ago"])
+            .arg(f)
+            .status()
+            .unwrap();
+        assert!(touched.success());
+    }
+    let out = r.uploader().arg("--once").output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("a post-build hook left behind; queued"),
+        "{}",
+        show(&out)
+    );
+    let pushed: Vec<String> = check_narinfos(&r.s, "cache")
+        .into_iter()
+        .map(|n| n.store_path)
+        .collect();
+    assert!(pushed.contains(&a) && pushed.contains(&b), "{pushed:?}");
+    assert!(!complete.exists() && !partial.exists());
+    assert!(fresh.exists(), "a file being written was removed");
+    assert_eq!(r.entries(), 0);
+}

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use super::upload_queue::spool_dir;
 use crate::error::Result;
 use crate::push::count;
-use crate::push::queue::{Spool, age_of, secs_until};
+use crate::push::queue::{Spool, age_of, bad_entry, secs_until};
 
 /// Queue subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -35,30 +35,36 @@ pub fn run(c: QueueCommand) -> Result<ExitCode> {
     let QueueCommand::Status(a) = c;
     let spool = Spool::new(spool_dir(&a.spool, &a.manifest)?);
     let entries = spool.list()?;
+    let strays = spool.strays();
     if a.json {
         let items: Vec<serde_json::Value> = entries
             .iter()
             .map(|q| {
+                let entry = q.entry.as_ref().ok();
                 serde_json::json!({
                     "name": q.name,
-                    "queued": q.entry.as_ref().map(|e| e.queued.clone()),
-                    "paths": q.entry.as_ref().map(|e| e.paths.clone()),
-                    "drv": q.entry.as_ref().and_then(|e| e.drv.clone()),
+                    "file": spool.entry_path(&q.name),
+                    "problem": q.entry.as_ref().err(),
+                    "queued": entry.map(|e| e.queued.clone()),
+                    "paths": entry.map(|e| e.paths.clone()),
+                    "drv": entry.and_then(|e| e.drv.clone()),
                     "attempts": q.state.attempts,
                     "lastAttempt": q.state.last_attempt,
                     "lastError": q.state.last_error,
                     "nextAttempt": q.state.next_attempt,
+                    "stateProblem": q.state_problem,
                 })
             })
             .collect();
         println!(
             "{}",
-            serde_json::json!({"spool": spool.dir, "entries": items})
+            serde_json::json!({"spool": spool.dir, "entries": items, "strays": strays})
         );
         return Ok(ExitCode::SUCCESS);
     }
     if entries.is_empty() {
         println!("the upload queue in {} is empty", spool.dir.display());
+        print_strays(&strays);
         return Ok(ExitCode::SUCCESS);
     }
     println!(
@@ -71,7 +77,7 @@ pub fn run(c: QueueCommand) -> Result<ExitCode> {
             .map(|d| format!(" ({} ago)", human(d.as_secs())))
             .unwrap_or_default();
         match &q.entry {
-            Some(e) => {
+            Ok(e) => {
                 let more = if e.paths.len() > 1 {
                     format!(" (+{} more)", e.paths.len() - 1)
                 } else {
@@ -83,7 +89,16 @@ pub fn run(c: QueueCommand) -> Result<ExitCode> {
                     e.paths.first().map(String::as_str).unwrap_or("(no paths)")
                 );
             }
-            None => println!("- {}{age}: unreadable entry file", q.name),
+            Err(problem) => {
+                println!("- {}{age}: cannot be used", q.name);
+                println!("  {}", bad_entry(&spool.entry_path(&q.name), problem));
+            }
+        }
+        if let Some(problem) = &q.state_problem {
+            println!(
+                "  its state file {} {problem}: ignored (the uploader replaces it at its next attempt)",
+                spool.state_path(&q.name).display()
+            );
         }
         if q.state.attempts > 0 {
             let next = secs_until(q.state.next_attempt);
@@ -97,14 +112,35 @@ pub fn run(c: QueueCommand) -> Result<ExitCode> {
                     format!("in {}", human(next))
                 }
             );
-            if let Some(err) = &q.state.last_error {
+            if let Some(err) = q.state.last_error.as_ref().filter(|_| q.entry.is_ok()) {
                 println!("  last error: {err}");
             }
         } else {
             println!("  not tried yet");
         }
     }
+    print_strays(&strays);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Files in the spool that are not entries, and what becomes of them.
+fn print_strays(strays: &[PathBuf]) {
+    if strays.is_empty() {
+        return;
+    }
+    println!("files that are not queue entries:");
+    for p in strays {
+        let in_queue = p.parent().and_then(|d| d.file_name()) == Some("queue".as_ref());
+        let what = if !in_queue {
+            "an entry being written, or left by a post-build hook that died while \
+             writing it: an hour after it was written the uploader queues it if it is \
+             complete and removes it if not"
+        } else {
+            "ignored by the uploader (entry names end in .json and do not start with \
+             a dot); remove it"
+        };
+        println!("- {}: {what}", p.display());
+    }
 }
 
 /// 75 → "1m15s".

@@ -79,15 +79,117 @@ pub struct EntryState {
     pub next_attempt: u64,
 }
 
+/// Entry and state files larger than this are not read: real ones hold a
+/// few kilobytes (`$OUT_PATHS` is one environment variable, at most 128
+/// KiB), and a stray big file must not be read into memory whole.
+const MAX_FILE: u64 = 4 << 20;
+
+impl Entry {
+    /// A new entry for one build's outputs, queued now.
+    pub fn new(paths: Vec<String>, drv: Option<&str>) -> Entry {
+        Entry {
+            version: ENTRY_VERSION,
+            paths,
+            drv: drv.map(str::to_string),
+            queued: rfc3339_now(),
+        }
+    }
+
+    /// Reads an entry file. Refuses what `enqueue` never writes: another
+    /// format version (a newer helper may mean something else by the same
+    /// fields), no paths, an empty path or one containing whitespace. The
+    /// error says what is wrong with the file, not which file it is.
+    pub fn parse(bytes: &[u8]) -> std::result::Result<Entry, String> {
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+            if e.is_eof() {
+                format!("is truncated ({e})")
+            } else {
+                format!("is not JSON ({e})")
+            }
+        })?;
+        match value.get("version").and_then(serde_json::Value::as_u64) {
+            Some(v) if v == u64::from(ENTRY_VERSION) => {}
+            Some(v) => {
+                return Err(format!(
+                    "was written by another nix-binary-cache (entry format version {v}; \
+                     this one reads version {ENTRY_VERSION}): run an uploader of the \
+                     version the post-build hook runs"
+                ));
+            }
+            None => {}
+        }
+        let entry: Entry =
+            serde_json::from_value(value).map_err(|e| format!("is not a queue entry ({e})"))?;
+        if entry.paths.is_empty() {
+            return Err("lists no paths".into());
+        }
+        if let Some(p) = entry
+            .paths
+            .iter()
+            .find(|p| p.is_empty() || p.contains(char::is_whitespace))
+        {
+            return Err(format!("lists {p:?}, which is not a store path"));
+        }
+        Ok(entry)
+    }
+
+    /// The file's contents, as [`Entry::parse`] reads them.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an entry serialises")
+    }
+
+    /// Checks that every path is a store path in `store_dir` (checked by
+    /// the uploader: a path that is not would fail the whole push, and with
+    /// it every other entry).
+    pub fn check_paths(&self, store_dir: &str) -> std::result::Result<(), String> {
+        let prefix = format!("{}/", store_dir.trim_end_matches('/'));
+        match self.paths.iter().find(|p| {
+            !p.strip_prefix(&prefix)
+                .is_some_and(crate::pathinfo::is_base_name)
+        }) {
+            Some(p) => Err(format!(
+                "lists {p:?}, which is not a store path in {store_dir}"
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+impl EntryState {
+    /// Reads a state file.
+    pub fn parse(bytes: &[u8]) -> std::result::Result<EntryState, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("is not a state file ({e})"))
+    }
+
+    /// The file's contents, as [`EntryState::parse`] reads them.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("a state serialises")
+    }
+}
+
 /// An entry in the queue, with its state.
 #[derive(Debug, Clone)]
 pub struct Queued {
     /// File name in `queue/` (sorts by age).
     pub name: String,
-    /// The entry; `None` when the file is unreadable (kept, reported).
-    pub entry: Option<Entry>,
-    /// Its state.
+    /// The entry, or why the file cannot be used (such an entry is kept
+    /// and reported, never pushed or removed).
+    pub entry: std::result::Result<Entry, String>,
+    /// Its state (the default when there is none or it is unreadable).
     pub state: EntryState,
+    /// Why the state file was ignored, when it exists but is unreadable.
+    pub state_problem: Option<String>,
+}
+
+impl Queued {
+    /// The entry, when it can be pushed: read, and every path a store path
+    /// in `store_dir`. Otherwise the problem; such an entry is kept and
+    /// never pushed, since one bad path would fail every other entry's push.
+    pub fn usable(&self, store_dir: &str) -> std::result::Result<&Entry, String> {
+        let entry = self.entry.as_ref().map_err(Clone::clone)?;
+        entry.check_paths(store_dir)?;
+        Ok(entry)
+    }
 }
 
 /// What [`Spool::enqueue`] did.
@@ -115,6 +217,42 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// The name of an entry queued at `millis` (since the epoch) by process
+/// `pid`: the time first, zero-padded, so that names sort by age.
+pub fn entry_name(millis: u128, pid: u32, random: [u8; 4]) -> String {
+    format!("{millis:013}-{pid}-{}.json", hex::encode(random))
+}
+
+/// True for a file name in `queue/` that is an entry (others are ignored:
+/// hidden files, editor backups).
+pub fn is_entry_name(name: &str) -> bool {
+    name.ends_with(".json") && !name.starts_with('.')
+}
+
+/// Reads a spool file that must be a regular file of at most [`MAX_FILE`]
+/// bytes. Opened non-blocking, so a FIFO dropped into the spool cannot
+/// hang the uploader or `queue status`.
+fn read_spool_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > MAX_FILE {
+        return Err(std::io::Error::other(format!(
+            "{} bytes, larger than any entry ({MAX_FILE} bytes at most)",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_FILE).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// The current time in RFC 3339 (UTC, whole seconds).
 pub fn rfc3339_now() -> String {
     rfc3339(SystemTime::now())
@@ -136,6 +274,36 @@ impl Spool {
 
     fn sub(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+
+    /// The file of the entry `name`.
+    pub fn entry_path(&self, name: &str) -> PathBuf {
+        self.sub("queue").join(name)
+    }
+
+    /// The state file of the entry `name`.
+    pub fn state_path(&self, name: &str) -> PathBuf {
+        self.sub("state").join(name)
+    }
+
+    /// Files that are not entries: anything in `tmp/` (an entry being
+    /// written, or left by a hook that died while writing it) and files in
+    /// `queue/` whose names entries never have. The uploader ignores those
+    /// in `queue/`; see [`Spool::tidy`] for `tmp/`.
+    pub fn strays(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for (sub, stray) in [("tmp", true), ("queue", false)] {
+            let Ok(rd) = fs::read_dir(self.sub(sub)) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                if stray || !is_entry_name(&e.file_name().to_string_lossy()) {
+                    out.push(e.path());
+                }
+            }
+        }
+        out.sort();
+        out
     }
 
     /// Creates the spool and its subdirectories if missing; subdirectories
@@ -167,7 +335,7 @@ impl Spool {
         for e in rd {
             let name = e.io_context("list", &dir)?.file_name();
             let name = name.to_string_lossy();
-            if name.ends_with(".json") && !name.starts_with('.') {
+            if is_entry_name(&name) {
                 names.push(name.into_owned());
             }
         }
@@ -190,12 +358,7 @@ impl Spool {
         if waiting >= max_entries {
             return Ok(Enqueued::Full(waiting));
         }
-        let entry = Entry {
-            version: ENTRY_VERSION,
-            paths: paths.to_vec(),
-            drv: drv.map(str::to_string),
-            queued: rfc3339_now(),
-        };
+        let entry = Entry::new(paths.to_vec(), drv);
         let millis = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_millis())
@@ -203,13 +366,9 @@ impl Spool {
         let mut random = [0u8; 4];
         getrandom::getrandom(&mut random)
             .map_err(|e| Error::Other(format!("the OS random source failed: {e}")))?;
-        let name = format!(
-            "{millis:013}-{}-{}.json",
-            std::process::id(),
-            hex::encode(random)
-        );
+        let name = entry_name(millis, std::process::id(), random);
         let tmp = self.sub("tmp").join(&name);
-        let body = serde_json::to_vec(&entry).expect("an entry serialises");
+        let body = entry.to_bytes();
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -236,61 +395,87 @@ impl Spool {
     pub fn list(&self) -> Result<Vec<Queued>> {
         let mut out = Vec::new();
         for name in self.names()? {
-            let entry = fs::read(self.sub("queue").join(&name))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Entry>(&b).ok());
-            let state = fs::read(self.sub("state").join(&name))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default();
-            out.push(Queued { name, entry, state });
+            let entry = read_spool_file(&self.entry_path(&name))
+                .map_err(|e| format!("cannot be read ({e})"))
+                .and_then(|b| Entry::parse(&b));
+            let (state, state_problem) = match read_spool_file(&self.state_path(&name)) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => (EntryState::default(), None),
+                Err(e) => (EntryState::default(), Some(format!("cannot be read ({e})"))),
+                Ok(b) => match EntryState::parse(&b) {
+                    Ok(s) => (s, None),
+                    Err(why) => (EntryState::default(), Some(why)),
+                },
+            };
+            out.push(Queued {
+                name,
+                entry,
+                state,
+                state_problem,
+            });
         }
         Ok(out)
     }
 
     fn write_state(&self, name: &str, state: &EntryState) -> Result<()> {
-        let body = serde_json::to_vec_pretty(state).expect("a state serialises");
-        fsutil::write_atomic(&self.sub("state").join(name), &body, 0o644)
+        fsutil::write_atomic(&self.state_path(name), &state.to_bytes(), 0o644)
     }
 
     /// Removes a pushed entry, then its state.
     fn remove(&self, name: &str) -> Result<()> {
-        let p = self.sub("queue").join(name);
+        let p = self.entry_path(name);
         match fs::remove_file(&p) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("remove", &p, e)),
         }
-        let _ = fs::remove_file(self.sub("state").join(name));
+        let _ = fs::remove_file(self.state_path(name));
         Ok(())
     }
 
-    /// Removes state files whose entry is gone and temporary files older
-    /// than an hour (a hook that died while writing).
+    /// Removes state files whose entry is gone, and deals with what a
+    /// process that died while writing left behind.
     ///
     /// Hidden files in `state/` are the temporary files of a `write_state`
     /// whose uploader was killed before its rename; nothing else would
     /// ever remove them. Only the holder of the spool lock writes `state/`
     /// and `tidy` runs under that lock, so any such file is a dead
     /// writer's and goes at once.
+    ///
+    /// A file in `tmp/` written an hour ago or earlier is a hook's that
+    /// died: a complete entry (the hook died between writing and moving
+    /// it) is moved into `queue/`, so that build is pushed after all; a
+    /// partial one is removed.
     fn tidy(&self, names: &[String]) {
+        let old = |e: &fs::DirEntry| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > Duration::from_secs(3600))
+        };
         if let Ok(rd) = fs::read_dir(self.sub("state")) {
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
-                if n.starts_with('.') || (n.ends_with(".json") && !names.contains(&n)) {
+                if n.starts_with('.') || (is_entry_name(&n) && !names.contains(&n)) {
                     let _ = fs::remove_file(e.path());
                 }
             }
         }
         if let Ok(rd) = fs::read_dir(self.sub("tmp")) {
-            for e in rd.flatten() {
-                let old = e
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age > Duration::from_secs(3600));
-                if old {
+            for e in rd.flatten().filter(old) {
+                let n = e.file_name().to_string_lossy().into_owned();
+                let dest = self.entry_path(&n);
+                let complete = read_spool_file(&e.path())
+                    .is_ok_and(|b| serde_json::from_slice::<serde_json::Value>(&b).is_ok());
+                if complete && is_entry_name(&n) && !dest.exists() {
+                    match fs::rename(e.path(), &dest) {
+                        Ok(()) => eprintln!(
+                            "{}: a complete entry a post-build hook left behind; queued",
+                            dest.display()
+                        ),
+                        Err(err) => eprintln!("cannot queue {}: {err}", e.path().display()),
+                    }
+                } else {
                     let _ = fs::remove_file(e.path());
                 }
             }
@@ -359,12 +544,15 @@ pub async fn drain_once(
     max_backoff: Duration,
 ) -> Result<Pass> {
     let _lock = spool.lock()?;
+    spool.tidy(&spool.names()?);
     let queued = spool.list()?;
-    spool.tidy(&queued.iter().map(|q| q.name.clone()).collect::<Vec<_>>());
     let now = now_unix();
+    // A next attempt further away than any backoff is not one an uploader
+    // wrote (a hand-edited or corrupt state file): the entry is due.
+    let latest = now.saturating_add(max_backoff.as_secs());
     let due: Vec<&Queued> = queued
         .iter()
-        .filter(|q| ignore_schedule || q.state.next_attempt <= now)
+        .filter(|q| ignore_schedule || q.state.next_attempt <= now || q.state.next_attempt > latest)
         .take(BATCH)
         .collect();
     let mut pass = Pass {
@@ -377,7 +565,7 @@ pub async fn drain_once(
     }
     let mut paths: Vec<String> = Vec::new();
     for q in &due {
-        for p in q.entry.iter().flat_map(|e| &e.paths) {
+        for p in q.usable(&opts.store_dir).iter().flat_map(|e| &e.paths) {
             if !paths.contains(p) {
                 paths.push(p.clone());
             }
@@ -391,21 +579,37 @@ pub async fn drain_once(
         super::push(cache, key, &opts, &paths).await
     };
     let failed_at = rfc3339_now();
-    let fail = |q: &Queued, why: String| -> Result<()> {
-        let attempts = q.state.attempts + 1;
+    // Records a failed attempt. A state file that cannot be written is
+    // logged, not fatal: the entry stays and is tried at every pass, and
+    // the other entries are still handled.
+    let fail = |q: &Queued, why: String| {
+        let attempts = q.state.attempts.saturating_add(1);
         let state = EntryState {
             attempts,
             last_attempt: Some(failed_at.clone()),
             last_error: Some(why),
             next_attempt: now_unix() + backoff(attempts, max_backoff).as_secs(),
         };
-        spool.write_state(&q.name, &state)
+        if let Err(e) = spool.write_state(&q.name, &state) {
+            eprintln!("cannot record the failed attempt: {e}");
+        }
     };
+    let mut good: Vec<(&Queued, &Entry)> = Vec::new();
+    for q in &due {
+        match q.usable(&opts.store_dir) {
+            Ok(entry) => good.push((q, entry)),
+            Err(problem) => {
+                let why = bad_entry(&spool.entry_path(&q.name), &problem);
+                eprintln!("{why}");
+                fail(q, why);
+            }
+        }
+    }
     match result {
         Err(e) => {
             let why = e.to_string();
-            for q in &due {
-                fail(q, why.clone())?;
+            for (q, _) in &good {
+                fail(q, why.clone());
             }
             pass.error = Some(why);
         }
@@ -416,11 +620,7 @@ pub async fn drain_once(
                 .map(|(p, w)| (p.as_str(), w.as_str()))
                 .collect();
             let roots_failed = reasons.get("roots/").copied();
-            for q in &due {
-                let Some(entry) = &q.entry else {
-                    fail(q, "the entry file is unreadable; remove it by hand".into())?;
-                    continue;
-                };
+            for (q, entry) in good {
                 let missing: Vec<&String> = entry
                     .paths
                     .iter()
@@ -444,13 +644,24 @@ pub async fn drain_once(
                             .unwrap_or_else(|| format!("{p} is not in the cache")),
                         None => roots_failed.unwrap_or_default().to_string(),
                     };
-                    fail(q, why)?;
+                    fail(q, why);
                 }
             }
             pass.report = Some(report);
         }
     }
     Ok(pass)
+}
+
+/// What is said about an entry file that cannot be used (`problem` from
+/// [`Entry::parse`] or [`Entry::check_paths`]): which file, what is wrong,
+/// and what to do, since the uploader leaves it alone.
+pub fn bad_entry(path: &std::path::Path, problem: &str) -> String {
+    format!(
+        "{} {problem}; the uploader keeps it and does not push it: fix the file, \
+         or push its paths with `nix-binary-cache push` and remove it",
+        path.display()
+    )
 }
 
 /// The earliest `next_attempt` among waiting entries (Unix seconds).
@@ -543,6 +754,36 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(left, [name]);
+    }
+
+    #[test]
+    fn entry_files_enqueue_never_writes_are_refused_with_the_reason() {
+        let path = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-a";
+        let e = Entry::new(vec![path.into()], None);
+        let bytes = e.to_bytes();
+        assert_eq!(Entry::parse(&bytes), Ok(e.clone()));
+        let refused = |b: &[u8]| Entry::parse(b).unwrap_err();
+        assert!(refused(&bytes[..bytes.len() - 1]).starts_with("is truncated"));
+        assert!(refused(b"").starts_with("is truncated"));
+        assert!(refused(b"nonsense").starts_with("is not JSON"));
+        assert!(refused(br#"{"version":2,"whatever":1}"#).contains("entry format version 2"));
+        assert!(refused(br#"{"version":1,"queued":"x"}"#).contains("missing field `paths`"));
+        assert_eq!(
+            refused(br#"{"version":1,"paths":[],"queued":"x"}"#),
+            "lists no paths"
+        );
+        assert!(refused(br#"{"version":1,"paths":["a b"],"queued":"x"}"#).contains("\"a b\""));
+        assert_eq!(e.check_paths("/nix/store"), Ok(()));
+        assert_eq!(e.check_paths("/nix/store/"), Ok(()));
+        assert!(e.check_paths("/other/store").is_err());
+        let sub = Entry::new(vec![format!("{path}/bin")], None);
+        assert!(sub.check_paths("/nix/store").is_err());
+        assert!(EntryState::parse(b"{}").is_err());
+        let st = EntryState {
+            attempts: 3,
+            ..Default::default()
+        };
+        assert_eq!(EntryState::parse(&st.to_bytes()), Ok(st));
     }
 
     #[test]
