@@ -1,5 +1,7 @@
 //! `queue`: what the upload queue holds, since when, how often it was
-//! tried and why it failed (read from the uploader's state files).
+//! tried and why it failed (read from the uploader's state files), and
+//! which files in the spool cannot be used, naming each with what is wrong
+//! and what to do (the uploader leaves them alone).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

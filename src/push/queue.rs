@@ -27,6 +27,14 @@
 //!   created below belongs to that group); subdirectories are created with
 //!   the spool directory's own mode, so they are group-writable too. Two
 //!   uploaders on one spool serialise on `lock`.
+//! - **Files in any state.** The spool is shared with other processes and
+//!   with crashes, so every file is read defensively: only regular files
+//!   of bounded size, opened non-blocking. An entry file that cannot be
+//!   used (unreadable, truncated, not JSON, another format version, no
+//!   paths, a path outside the store) is kept and never pushed or removed,
+//!   and `queue status` names it with what is wrong and what to do; the
+//!   other entries drain as usual. An unreadable state file is ignored and
+//!   replaced at the next attempt.
 //! - **Cap.** Beyond `max_entries` waiting entries, new ones are refused
 //!   with a log line: the oldest work is kept, the build still succeeds.
 
@@ -563,11 +571,37 @@ pub async fn drain_once(
     if due.is_empty() {
         return Ok(pass);
     }
+    // Records a failed attempt. A state file that cannot be written is
+    // logged, not fatal: the entry stays and is tried at every pass, and
+    // the other entries are still handled.
+    let fail = |q: &Queued, why: String| {
+        let attempts = q.state.attempts.saturating_add(1);
+        let state = EntryState {
+            attempts,
+            last_attempt: Some(rfc3339_now()),
+            last_error: Some(why),
+            next_attempt: now_unix() + backoff(attempts, max_backoff).as_secs(),
+        };
+        if let Err(e) = spool.write_state(&q.name, &state) {
+            eprintln!("cannot record the failed attempt: {e}");
+        }
+    };
+    let mut good: Vec<(&Queued, &Entry)> = Vec::new();
     let mut paths: Vec<String> = Vec::new();
     for q in &due {
-        for p in q.usable(&opts.store_dir).iter().flat_map(|e| &e.paths) {
-            if !paths.contains(p) {
-                paths.push(p.clone());
+        match q.usable(&opts.store_dir) {
+            Ok(entry) => {
+                good.push((q, entry));
+                for p in &entry.paths {
+                    if !paths.contains(p) {
+                        paths.push(p.clone());
+                    }
+                }
+            }
+            Err(problem) => {
+                let why = bad_entry(&spool.entry_path(&q.name), &problem);
+                eprintln!("{why}");
+                fail(q, why);
             }
         }
     }
@@ -578,33 +612,6 @@ pub async fn drain_once(
     } else {
         super::push(cache, key, &opts, &paths).await
     };
-    let failed_at = rfc3339_now();
-    // Records a failed attempt. A state file that cannot be written is
-    // logged, not fatal: the entry stays and is tried at every pass, and
-    // the other entries are still handled.
-    let fail = |q: &Queued, why: String| {
-        let attempts = q.state.attempts.saturating_add(1);
-        let state = EntryState {
-            attempts,
-            last_attempt: Some(failed_at.clone()),
-            last_error: Some(why),
-            next_attempt: now_unix() + backoff(attempts, max_backoff).as_secs(),
-        };
-        if let Err(e) = spool.write_state(&q.name, &state) {
-            eprintln!("cannot record the failed attempt: {e}");
-        }
-    };
-    let mut good: Vec<(&Queued, &Entry)> = Vec::new();
-    for q in &due {
-        match q.usable(&opts.store_dir) {
-            Ok(entry) => good.push((q, entry)),
-            Err(problem) => {
-                let why = bad_entry(&spool.entry_path(&q.name), &problem);
-                eprintln!("{why}");
-                fail(q, why);
-            }
-        }
-    }
     match result {
         Err(e) => {
             let why = e.to_string();
