@@ -5,14 +5,14 @@
 
 mod common;
 
-use std::process::Stdio;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::cache::{cache_url, check_narinfos, make_cache_bucket};
 use common::nix::chain_expr;
 use common::queue::{BUCKET, Spooler};
 use common::seaweed::Seaweed;
-use common::show;
+use common::{ok, show};
 
 /// The store, and the spool whose uploader talks to it directly.
 struct Rig {
@@ -34,6 +34,16 @@ fn rig() -> Rig {
     let creds = s.admin_env_file(dir.path());
     let q = Spooler::new(dir, creds, &s.endpoint, cache_url(&s, BUCKET));
     Rig { s, q }
+}
+
+impl Rig {
+    /// The store paths the cache has a narinfo for.
+    fn pushed(&self) -> Vec<String> {
+        check_narinfos(&self.s, BUCKET)
+            .into_iter()
+            .map(|n| n.store_path)
+            .collect()
+    }
 }
 
 #[test]
@@ -64,8 +74,7 @@ fn hook_queues_while_the_cache_is_down_and_the_uploader_drains_after() {
 
     // The cache is back: one pass drains everything, and it substitutes.
     r.s.restart();
-    let out = r.uploader().arg("--once").output().unwrap();
-    assert!(out.status.success(), "{}", show(&out));
+    r.drain();
     assert_eq!(r.entries(), 0);
     assert!(r.status_text().contains("is empty"));
     assert_eq!(check_narinfos(&r.s, BUCKET).len(), 4);
@@ -166,13 +175,8 @@ fn collected_paths_are_dropped_with_a_log_line_not_retried_forever() {
     let gone = "/nix/store/00000000000000000000000000000000-collected";
     assert!(r.enqueue(&format!("{a} {gone}"), &[]).0.status.success());
     assert!(r.enqueue(gone, &[]).0.status.success());
-    let out = r.uploader().arg("--once").output().unwrap();
-    assert!(out.status.success(), "{}", show(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no longer in the local store"),
-        "{}",
-        show(&out)
-    );
+    let log = r.drain();
+    assert!(log.contains("no longer in the local store"), "{log}");
     assert_eq!(r.entries(), 0);
     assert_eq!(check_narinfos(&r.s, BUCKET).len(), 1);
 }
@@ -233,17 +237,9 @@ fn a_spool_left_in_a_bad_state_is_reported_and_kept_while_good_entries_drain() {
         .nix
         .build_expr(&chain_expr("queue-bad-never", 1))
         .remove(0);
-    assert!(r.enqueue(&good, &[]).0.status.success());
+    let good_name = r.enqueue_one(&good);
     let queue = r.spool.join("queue");
     let state = r.spool.join("state");
-    let good_name = std::fs::read_dir(&queue)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .file_name()
-        .into_string()
-        .unwrap();
     let real = std::fs::read_to_string(queue.join(&good_name)).unwrap();
 
     // Files another process, an admin or a crash may leave. Their names
@@ -363,17 +359,14 @@ fn a_spool_left_in_a_bad_state_is_reported_and_kept_while_good_entries_drain() {
         assert!(queue.join("notes.txt").exists());
         assert_eq!(r.entries(), 7 + 1);
     }
-    let pushed: Vec<String> = check_narinfos(&r.s, "cache")
-        .into_iter()
-        .map(|n| n.store_path)
-        .collect();
+    let pushed = r.pushed();
     assert!(pushed.contains(&good), "{pushed:?}");
     assert!(!pushed.contains(&never), "a future entry was pushed");
     let out = r.substitutes(&[&good]);
     assert!(out.status.success(), "{}", show(&out));
 
     // After the passes, the uploader's notes name the problem too.
-    let status = r.status();
+    let status = r.status_text();
     assert!(!status.contains(&good_name), "{status}");
     let not_store = format!(
         "last error: {} lists \"relative/garbage\", which is not a store path in /nix/store",
@@ -381,13 +374,7 @@ fn a_spool_left_in_a_bad_state_is_reported_and_kept_while_good_entries_drain() {
     );
     assert!(status.contains(&not_store), "{status}");
     assert!(status.contains("2 attempts failed"), "{status}");
-    let json = ok(r
-        .nix
-        .helper()
-        .args(["queue", "status", "--json", "--spool"])
-        .arg(&r.spool)
-        .output()
-        .unwrap());
+    let json = ok(r.status(&["--json"]));
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     let problems: Vec<&str> = json["entries"]
         .as_array()
@@ -404,17 +391,9 @@ fn an_entry_a_dead_hook_left_in_tmp_is_pushed_after_an_hour() {
     let r = rig();
     let a = r.nix.build_expr(&chain_expr("queue-tmp-a", 1)).remove(0);
     let b = r.nix.build_expr(&chain_expr("queue-tmp-b", 1)).remove(0);
-    assert!(r.enqueue(&a, &[]).0.status.success());
+    let name = r.enqueue_one(&a);
     // The hook died after writing b's entry in full but before moving it
     // into queue/; another one died halfway through writing.
-    let name = std::fs::read_dir(r.spool.join("queue"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .file_name()
-        .into_string()
-        .unwrap();
     let body = std::fs::read_to_string(r.spool.join("queue").join(&name)).unwrap();
     let tmp = r.spool.join("tmp");
     let complete = tmp.join(name.replace(".json", "0.json"));
@@ -431,17 +410,12 @@ fn an_entry_a_dead_hook_left_in_tmp_is_pushed_after_an_hour() {
             .unwrap();
         assert!(touched.success());
     }
-    let out = r.uploader().arg("--once").output().unwrap();
-    assert!(out.status.success(), "{}", show(&out));
+    let log = r.drain();
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("a post-build hook left behind; queued"),
-        "{}",
-        show(&out)
+        log.contains("a post-build hook left behind; queued"),
+        "{log}"
     );
-    let pushed: Vec<String> = check_narinfos(&r.s, "cache")
-        .into_iter()
-        .map(|n| n.store_path)
-        .collect();
+    let pushed = r.pushed();
     assert!(pushed.contains(&a) && pushed.contains(&b), "{pushed:?}");
     assert!(!complete.exists() && !partial.exists());
     assert!(fresh.exists(), "a file being written was removed");

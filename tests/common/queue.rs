@@ -108,6 +108,15 @@ impl Spooler {
         c
     }
 
+    /// One `upload-queue --once` pass that must leave the queue empty;
+    /// returns its log.
+    #[track_caller]
+    pub fn drain(&self) -> String {
+        let out = self.uploader().arg("--once").output().unwrap();
+        assert!(out.status.success(), "{}", super::show(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     /// `queue status` output (it must succeed).
     pub fn status(&self, extra: &[&str]) -> Output {
         let o = self
