@@ -12,12 +12,14 @@
 #
 # Writes bench/results/push.md. BENCH_SIZE_MIB (default 1024) sets the
 # closure size, e.g. BENCH_SIZE_MIB=128 for a quick run; BENCH_NOOP_PATHS
-# (default 1000) the number of paths of the no-op push.
+# (default 1000) the number of paths of the no-op push; BENCH_ROUNDS
+# (default 3) the number of rounds of steps 1 to 3, reported as medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 SIZE_MIB="${BENCH_SIZE_MIB:-1024}"
 NOOP_PATHS="${BENCH_NOOP_PATHS:-1000}"
+ROUNDS="${BENCH_ROUNDS:-3}"
 LEVEL=3
 WORK="$ROOT/bench/work/push"
 RESULTS="$ROOT/bench/results/push.md"
@@ -105,22 +107,43 @@ TICKS="$(getconf CLK_TCK)"
 server_cpu() { awk -v t="$TICKS" '{printf "%.2f\n", ($14 + $15) / t}' "/proc/$SEAWEED_PID/stat"; }
 cpu() { awk '{print $2 + $3}' "$WORK/$1.time"; }
 
-echo "== 1. raw nix-store --dump | zstd -T0 -$LEVEL" >&2
+# The three methods run in rounds, one after the other in each round, so a
+# change in the machine's speed (other work on shared cores) hits them alike;
+# the report takes medians over the rounds.
 printf '%s\n' "${CLOSURE[@]}" > "$WORK/closure.txt"
-timed raw bash -c 'while read -r p; do nix-store --dump "$p"; done < "$1" | zstd -q -T0 "-$2" -c | wc -c > "$3"' \
-  _ "$WORK/closure.txt" "$LEVEL" "$WORK/raw.bytes"
-RAW_BYTES="$(cat "$WORK/raw.bytes")"
+: > "$WORK/rounds.jsonl"
+for r in $(seq 1 "$ROUNDS"); do
+  echo "== round $r of $ROUNDS: 1. raw nix-store --dump | zstd -T0 -$LEVEL" >&2
+  timed "raw-$r" bash -c 'while read -r p; do nix-store --dump "$p"; done < "$1" | zstd -q -T0 "-$2" -c | wc -c > "$3"' \
+    _ "$WORK/closure.txt" "$LEVEL" "$WORK/raw.bytes"
 
-echo "== 2. nix-binary-cache push" >&2
-make_bucket bench-push
-S0="$(server_cpu)"
-timed ours "$BIN" push --endpoint "$E" --bucket bench-push \
-  --writer-credentials-file "$ADMIN_ENV" --signing-key-file "$WORK/key.sk" \
-  --compression-level "$LEVEL" --quiet "$TOP" > "$WORK/ours.out"
-S1="$(server_cpu)"
-OURS_RSS_KB="$(awk '{print $4}' "$WORK/ours.time")"
-OURS_BYTES="$(bucket_bytes bench-push nar/)"
-cat "$WORK/ours.out" >&2
+  echo "== round $r of $ROUNDS: 2. nix-binary-cache push" >&2
+  make_bucket "bench-push-$r"
+  S0="$(server_cpu)"
+  timed "ours-$r" "$BIN" push --endpoint "$E" --bucket "bench-push-$r" \
+    --writer-credentials-file "$ADMIN_ENV" --signing-key-file "$WORK/key.sk" \
+    --compression-level "$LEVEL" --quiet "$TOP" > "$WORK/ours.out"
+  S1="$(server_cpu)"
+  cat "$WORK/ours.out" >&2
+
+  echo "== round $r of $ROUNDS: 3. nix copy --to file:// + aws s3 sync" >&2
+  make_bucket "bench-sync-$r"
+  rm -rf "$WORK/filecache"
+  timed "copy-$r" nix copy --to "file://$WORK/filecache?compression=zstd" "$TOP" 2>/dev/null
+  S2="$(server_cpu)"
+  (set -a; . "$ADMIN_ENV"; set +a; export AWS_DEFAULT_REGION=us-east-1
+   timed "sync-$r" "$AWS" --endpoint-url "$E" s3 sync --only-show-errors "$WORK/filecache" "s3://bench-sync-$r")
+  S3="$(server_cpu)"
+
+  printf '{"raw_s": %s, "raw_cpu": %s, "ours_s": %s, "ours_cpu": %s, "ours_rss_kb": %s, "server_ours": %s, "copy_s": %s, "copy_cpu": %s, "sync_s": %s, "sync_cpu": %s, "server_sync": %s}\n' \
+    "$(wall "raw-$r")" "$(cpu "raw-$r")" "$(wall "ours-$r")" "$(cpu "ours-$r")" \
+    "$(awk '{print $4}' "$WORK/ours-$r.time")" "$(awk "BEGIN {print $S1 - $S0}")" \
+    "$(wall "copy-$r")" "$(cpu "copy-$r")" "$(wall "sync-$r")" "$(cpu "sync-$r")" \
+    "$(awk "BEGIN {print $S3 - $S2}")" >> "$WORK/rounds.jsonl"
+done
+RAW_BYTES="$(cat "$WORK/raw.bytes")"
+OURS_BYTES="$(bucket_bytes bench-push-1 nar/)"
+TWO_BYTES="$(bucket_bytes bench-sync-1 nar/)"
 
 echo "== 2b. nix-binary-cache push at zstd level 1 (reported: the cheapest level)" >&2
 make_bucket bench-fast
@@ -130,16 +153,7 @@ timed fast "$BIN" push --endpoint "$E" --bucket bench-fast \
   --compression-level 1 --quiet "$TOP" > /dev/null
 S5="$(server_cpu)"
 FAST_BYTES="$(bucket_bytes bench-fast nar/)"
-
-echo "== 3. nix copy --to file:// + aws s3 sync" >&2
-make_bucket bench-sync
-timed copy nix copy --to "file://$WORK/filecache?compression=zstd" "$TOP" 2>/dev/null
-S2="$(server_cpu)"
-(set -a; . "$ADMIN_ENV"; set +a; export AWS_DEFAULT_REGION=us-east-1
- timed sync "$AWS" --endpoint-url "$E" s3 sync --only-show-errors "$WORK/filecache" s3://bench-sync)
-S3="$(server_cpu)"
-TWO_BYTES="$(bucket_bytes bench-sync nar/)"
-SERVER_OURS_CPU="$(awk "BEGIN {print $S1 - $S0}")" SERVER_FAST_CPU="$(awk "BEGIN {print $S5 - $S4}")" SERVER_SYNC_CPU="$(awk "BEGIN {print $S3 - $S2}")"
+SERVER_FAST_CPU="$(awk "BEGIN {print $S5 - $S4}")"
 
 echo "== 4. no-op push of $NOOP_PATHS cached paths" >&2
 mkdir -p "$WORK/small"
@@ -158,11 +172,9 @@ done
 grep -q "nothing uploaded" "$WORK/noop.out"
 NOOP_COUNT="$(nix-store --query --requisites "$SMALL_TOP" | wc -l)"
 
-RAW_S="$(wall raw)" RAW_CPU="$(cpu raw)" OURS_S="$(wall ours)" OURS_CPU="$(cpu ours)"
-FAST_S="$(wall fast)" FAST_CPU="$(cpu fast)" COPY_S="$(wall copy)" COPY_CPU="$(cpu copy)" SYNC_S="$(wall sync)" SYNC_CPU="$(cpu sync)"
-export FAST_S FAST_CPU SIZE_MIB NAR_BYTES FILES LEVEL RAW_S RAW_BYTES OURS_S OURS_RSS_KB OURS_BYTES \
-  COPY_S SYNC_S TWO_BYTES NOOP_COUNT RESULTS RAW_CPU OURS_CPU COPY_CPU SYNC_CPU \
-  SERVER_OURS_CPU SERVER_SYNC_CPU SERVER_FAST_CPU FAST_BYTES
+FAST_S="$(wall fast)" FAST_CPU="$(cpu fast)" ROUNDS_FILE="$WORK/rounds.jsonl"
+export FAST_S FAST_CPU SIZE_MIB NAR_BYTES FILES LEVEL RAW_BYTES OURS_BYTES TWO_BYTES NOOP_COUNT \
+  RESULTS SERVER_FAST_CPU FAST_BYTES ROUNDS_FILE
 export NOOP_TIMES="${NOOP_RUNS[*]}" CLOSURE_LEN="${#CLOSURE[@]}"
 export CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')" CORES="$(nproc)"
 export LOAD="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -170,28 +182,37 @@ export NIXV="$(nix --version)" WEEDV="$("$NBC_VENV/bin/weed" version 2>/dev/null
 export ZSTDV="$(zstd --version)" AWSV="$("$AWS" --version 2>&1)"
 mkdir -p "$(dirname "$RESULTS")"
 python3 - <<'EOF'
-import os, statistics
+import json, os, statistics
 e = os.environ
 mib = 1024 * 1024
 nar = int(e["NAR_BYTES"])
+med = statistics.median
 def tp(seconds): return nar / mib / float(seconds)
-raw_s, ours_s = float(e["RAW_S"]), float(e["OURS_S"])
-two_s = float(e["COPY_S"]) + float(e["SYNC_S"])
-raw_cpu, ours_cpu = float(e["RAW_CPU"]), float(e["OURS_CPU"])
-two_cpu = float(e["COPY_CPU"]) + float(e["SYNC_CPU"])
+rounds = [json.loads(line) for line in open(e["ROUNDS_FILE"])]
+for r in rounds:
+    r["two_s"] = r["copy_s"] + r["sync_s"]
+    r["two_cpu"] = r["copy_cpu"] + r["sync_cpu"]
+    r["ratio"] = r["two_s"] / r["ours_s"]
+    r["busy"] = (r["ours_cpu"] + r["server_ours"]) / r["ours_s"] / int(e["CORES"])
+def m(key): return med(r[key] for r in rounds)
+raw_s, ours_s, two_s = m("raw_s"), m("ours_s"), m("two_s")
+raw_cpu, ours_cpu, two_cpu = m("raw_cpu"), m("ours_cpu"), m("two_cpu")
+ratio = m("ratio")
 noop = sorted(float(x) for x in e["NOOP_TIMES"].split())
-rss = int(e["OURS_RSS_KB"]) / 1024
+rss = max(r["ours_rss_kb"] for r in rounds) / 1024
 rows = [
     ("raw `nix-store --dump \\| zstd -T0 -%s` (no upload)" % e["LEVEL"], raw_s, raw_cpu, int(e["RAW_BYTES"])),
     ("**nix-binary-cache push**", ours_s, ours_cpu, int(e["OURS_BYTES"])),
     ("`nix copy --to file://…?compression=zstd` + `aws s3 sync`", two_s, two_cpu, int(e["TWO_BYTES"])),
-    ("nix-binary-cache push at `--compression-level 1` (reported)", float(e["FAST_S"]), float(e["FAST_CPU"]), int(e["FAST_BYTES"])),
+    ("nix-binary-cache push at `--compression-level 1` (reported, one run)", float(e["FAST_S"]), float(e["FAST_CPU"]), int(e["FAST_BYTES"])),
 ]
 out = []
 out.append("# Push benchmark\n")
-out.append("Produced by `bench/push.sh` (one run; every number below comes from the same run, "
-           "so ratios compare like with like). Everything runs on one machine against a local "
-           "SeaweedFS: the store, the compressor and the S3 server share the same cores.\n")
+out.append(f"Produced by `bench/push.sh`: one run of {len(rounds)} rounds; in each round the raw "
+           "compression, our push and the two-step baseline run one after the other, and the "
+           "numbers below are medians over the rounds, so ratios compare like with like. Everything "
+           "runs on one machine against a local SeaweedFS: the store, the compressor and the S3 "
+           "server share the same cores.\n")
 out.append(f"- Machine: {e['CPU']}, {e['CORES']} cores, load average {e['LOAD']} at the end "
            "(other work shared the machine); " + f"{e['NIXV']}; SeaweedFS {e['WEEDV']}; {e['ZSTDV']}; {e['AWSV']}")
 out.append(f"- Closure: {e['CLOSURE_LEN']} store paths, {e['FILES']} files, {nar / mib:.0f} MiB of NAR "
@@ -202,52 +223,54 @@ out.append("|---|---:|---:|---:|---:|---:|")
 for name, s, c, b in rows:
     out.append(f"| {name} | {s:.2f} s | {tp(s):.0f} MiB/s | {c:.1f} s | {b / mib:.0f} MiB | {nar / b:.2f} |")
 out.append("")
-out.append(f"- Two-step baseline split: `nix copy` {float(e['COPY_S']):.2f} s ({float(e['COPY_CPU']):.1f} s CPU), "
-           f"`aws s3 sync` {float(e['SYNC_S']):.2f} s ({float(e['SYNC_CPU']):.1f} s CPU).")
-out.append(f"- **Push throughput vs the two-step baseline: {two_s / ours_s:.2f}×** (target ≥ 2×); "
-           f"CPU time per byte: the baseline spends {two_cpu / ours_cpu:.2f}× ours.")
+out.append("| round | raw | push | `nix copy` + `aws s3 sync` | push vs two-step | S3 server CPU during the push | cores busy during the push |")
+out.append("|---:|---:|---:|---:|---:|---:|---:|")
+for i, r in enumerate(rounds, 1):
+    out.append(f"| {i} | {r['raw_s']:.2f} s | {r['ours_s']:.2f} s | {r['copy_s']:.2f} + {r['sync_s']:.2f} s | "
+               f"{r['ratio']:.2f}× | {r['server_ours']:.1f} s | {r['busy'] * 100:.0f} % |")
+out.append("")
+out.append(f"- Two-step baseline split (medians): `nix copy` {m('copy_s'):.2f} s ({m('copy_cpu'):.1f} s CPU), "
+           f"`aws s3 sync` {m('sync_s'):.2f} s ({m('sync_cpu'):.1f} s CPU).")
+out.append(f"- **Push throughput vs the two-step baseline: {ratio:.2f}×** (the median of the rounds' ratios; "
+           f"target ≥ 2×); CPU time per byte: the baseline spends {two_cpu / ours_cpu:.2f}× ours.")
 out.append(f"- Push throughput as a share of raw dump|zstd (the compression limit): {raw_s / ours_s * 100:.0f} %.")
 # Where the cores went: the S3 server shares them, so a method's wall time
 # is bounded below by (client CPU + server CPU) / cores.
 cores = int(e["CORES"])
-srv_ours, srv_sync = float(e["SERVER_OURS_CPU"]), float(e["SERVER_SYNC_CPU"])
-busy = (ours_cpu + srv_ours) / ours_s / cores
+srv_ours, srv_sync = m("server_ours"), m("server_sync")
 stored = int(e["OURS_BYTES"]) / mib
-out.append(f"- **Where the cores went.** During the push the S3 server used {srv_ours:.1f} s of CPU "
+out.append(f"- **Where the cores went** (medians). During the push the S3 server used {srv_ours:.1f} s of CPU "
            f"({srv_ours / stored * 1000:.1f} ms per stored MiB; {srv_sync:.1f} s during `aws s3 sync` of the same "
            f"bytes), and the push {ours_cpu:.1f} s: {ours_cpu + srv_ours:.1f} core-seconds in {ours_s:.2f} s on "
-           f"{cores} cores, {busy * 100:.0f} % of them busy. 2× the baseline means finishing in {two_s / 2:.2f} s, "
+           f"{cores} cores, {m('busy') * 100:.0f} % of them busy. 2× the baseline means finishing in {two_s / 2:.2f} s, "
            f"which leaves {two_s / 2 * cores:.1f} core-seconds for the push and the server together; the server's "
            f"share alone is {srv_ours:.1f}. At zstd level 1 the push stored {int(e['FAST_BYTES']) / mib:.0f} MiB "
            f"instead of {stored:.0f}, the server spent {float(e['SERVER_FAST_CPU']):.1f} s, and the push ran at "
            f"{two_s / float(e['FAST_S']):.2f}× the baseline.")
-out.append(f"- **Peak RSS of the push: {rss:.1f} MiB** (target ≤ 64 MiB): GNU time's maximum resident set size, the largest process of the push (ours, or the `nix path-info` it runs).")
-out.append(f"- **No-op push of {e['NOOP_COUNT']} paths already in the cache: median {statistics.median(noop):.3f} s** "
+out.append(f"- **Peak RSS of the push: {rss:.1f} MiB** (the largest of the rounds; target ≤ 64 MiB): GNU time's maximum resident set size, the largest process of the push (ours, or the `nix path-info` it runs).")
+out.append(f"- **No-op push of {e['NOOP_COUNT']} paths already in the cache: median {med(noop):.3f} s** "
            f"(runs: {', '.join(f'{x:.3f}' for x in noop)} s; target < 1 s). It runs `nix path-info --recursive` "
            "and one HEAD per path (64 concurrent, kept-alive connections) and writes one `roots/` record.")
 out.append("")
 out.append("Notes: the store contents are in the page cache for every method (they were just "
-           "generated). The raw line uploads nothing, so it bounds what any push can reach here. "
-           "CPU time is the client side's (user + system of the command and its children); the "
-           "S3 server's own work is not in it. Our push streams each NAR once (serialise, hash, "
-           "compress, hash, upload), four NARs at a time, each on one thread; `nix copy` "
-           "compresses on one thread and writes files that `aws s3 sync` then reads, hashes and "
-           "uploads again. On a machine shared with other work, wall-time ratios move with the "
-           "load; the CPU-time ratio does not. Both pipelines spend about the same CPU (the "
-           "compressor dominates), so the push wins wall time only by overlapping compression, "
-           "hashing and upload on otherwise idle cores; with two cores shared by the S3 server "
-           "and other work, (client CPU + server CPU) / cores bounds every method.")
+           "generated). The raw line uploads nothing. CPU time is the client side's (user + "
+           "system of the command and its children); the S3 server's is measured apart, from "
+           "its process's counters. Our push streams each NAR once (serialise, hash, compress, "
+           "hash, upload), four NARs at a time, each on one thread; `nix copy` compresses on one "
+           "thread and writes files that `aws s3 sync` then reads, hashes and uploads again. On "
+           "a machine shared with other work, wall times move with the load (compare the rounds); "
+           "CPU times move less. With two cores shared by the S3 server and other work, "
+           "(client CPU + server CPU) / cores bounds every method.")
 open(e["RESULTS"], "w").write("\n".join(out) + "\n")
 print("\n".join(out))
 # The same numbers for bench/run.sh (summary table and chart).
-import json
 json.dump({
-    "nar_mib": nar / mib, "paths": int(e["CLOSURE_LEN"]), "level": int(e["LEVEL"]),
-    "raw_s": raw_s, "push_s": ours_s, "copy_s": float(e["COPY_S"]), "sync_s": float(e["SYNC_S"]),
-    "raw_mib_s": tp(raw_s), "push_mib_s": tp(ours_s), "two_step_mib_s": tp(two_s),
-    "push_rss_mib": rss, "noop_paths": int(e["NOOP_COUNT"]), "noop_median_s": statistics.median(noop),
+    "nar_mib": nar / mib, "paths": int(e["CLOSURE_LEN"]), "level": int(e["LEVEL"]), "rounds": len(rounds),
+    "raw_s": raw_s, "push_s": ours_s, "copy_s": m("copy_s"), "sync_s": m("sync_s"),
+    "raw_mib_s": tp(raw_s), "push_mib_s": tp(ours_s), "two_step_mib_s": tp(two_s), "two_step_ratio": ratio,
+    "push_rss_mib": rss, "noop_paths": int(e["NOOP_COUNT"]), "noop_median_s": med(noop),
     "raw_cpu_s": raw_cpu, "push_cpu_s": ours_cpu, "two_step_cpu_s": two_cpu, "load": e["LOAD"],
-    "server_push_cpu_s": float(e["SERVER_OURS_CPU"]), "fast_s": float(e["FAST_S"]), "server_sync_cpu_s": float(e["SERVER_SYNC_CPU"]),
-    "cores": int(e["CORES"]),
+    "server_push_cpu_s": srv_ours, "server_sync_cpu_s": srv_sync, "cores_busy": m("busy"),
+    "fast_s": float(e["FAST_S"]), "cores": cores,
 }, open(os.path.splitext(e["RESULTS"])[0] + ".json", "w"), indent=1)
 EOF
