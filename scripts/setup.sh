@@ -20,12 +20,13 @@ fi
 # strace: the tests check that no secret reaches a spawned process's argv.
 # GNU time (/usr/bin/time -v): peak memory in the push benchmark.
 # openssl: a private CA and certificate for doctor's TLS test.
-for tool in zstd xz strace /usr/bin/time openssl; do
+# script (bsdutils): a pseudo-terminal for the push progress-bar test.
+for tool in zstd xz strace /usr/bin/time openssl script; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     log "installing $tool"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >&2
-    apt-get install -y -qq zstd xz-utils strace time openssl >&2
+    apt-get install -y -qq zstd xz-utils strace time openssl bsdutils >&2
   fi
 done
 

@@ -528,3 +528,62 @@ fn least_privilege_writer_pushes_and_a_refused_store_stops_early() {
     );
     assert_eq!(check_narinfos(&t.s, "cache").len(), 4);
 }
+
+#[test]
+fn progress_is_a_bar_on_a_terminal_and_a_line_per_path_otherwise() {
+    let t = setup(&["cache-lines", "cache-tty"]);
+    let top = t.nix.build_expr(&chain_expr("push-progress", 2)).remove(0);
+    let big = t.add_random("progress.bin", 24 * 1024 * 1024);
+    let mut paths = t.nix.closure(&top);
+    paths.push(big.clone());
+
+    // Not a terminal (a service's journal, a CI log): one plain line per
+    // uploaded path on stderr, the summary on stdout.
+    let out = t.push("cache-lines", &[], &[&top, &big]);
+    let stdout = ok(out.clone());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("uploaded 3 paths"), "{stdout}");
+    for p in &paths {
+        assert!(stderr.contains(&format!("uploaded {p} (")), "{p}: {stderr}");
+    }
+    assert!(
+        !stderr.contains('\x1b'),
+        "escape codes in a log: {stderr:?}"
+    );
+
+    // A terminal: script(1) runs the same push on a pseudo-terminal. The
+    // bar shows bytes and the path count; the per-path lines are not shown.
+    let mut push = t.nix.helper();
+    push.arg("push")
+        .args(["--endpoint", &t.s.endpoint, "--bucket", "cache-tty"])
+        .arg("--writer-credentials-file")
+        .arg(&t.creds)
+        .arg("--signing-key-file")
+        .arg(&t.key_file)
+        .args([&top, &big]);
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_str().unwrap().replace('\'', r"'\''"));
+    let line: Vec<String> = std::iter::once(push.get_program())
+        .chain(push.get_args())
+        .map(quote)
+        .collect();
+    let mut script = std::process::Command::new("script");
+    script
+        .args(["-qefc", &line.join(" "), "/dev/null"])
+        .stdin(std::process::Stdio::null());
+    for (k, v) in push.get_envs() {
+        match v {
+            Some(v) => script.env(k, v),
+            None => script.env_remove(k),
+        };
+    }
+    let out = script.output().unwrap();
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(tty.contains("uploaded 3 paths"), "{tty:?}");
+    assert!(tty.contains("/3 paths"), "no bar: {tty:?}");
+    assert!(tty.contains("MiB"), "no byte count in the bar: {tty:?}");
+    for p in &paths {
+        assert!(!tty.contains(&format!("uploaded {p} (")), "{p}: {tty:?}");
+    }
+    assert_eq!(check_narinfos(&t.s, "cache-tty").len(), 3);
+}
