@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use super::upload_queue::spool_dir;
 use crate::error::Result;
+use crate::manifest;
+use crate::pathinfo::DEFAULT_STORE_DIR;
 use crate::push::count;
 use crate::push::queue::{Spool, age_of, bad_entry, secs_until};
 
@@ -24,7 +26,9 @@ pub struct StatusArgs {
     /// Spool directory (default: the manifest's push.spoolDir).
     #[arg(long, value_name = "DIR")]
     pub spool: Option<PathBuf>,
-    /// Manifest written by the Nix modules.
+    /// Manifest written by the Nix modules: supplies push.spoolDir and the
+    /// store directory entries are checked against (cache.storeDir;
+    /// default /nix/store).
     #[arg(long, value_name = "PATH")]
     pub manifest: Option<PathBuf>,
     /// Print one JSON document instead of text.
@@ -36,17 +40,24 @@ pub struct StatusArgs {
 pub fn run(c: QueueCommand) -> Result<ExitCode> {
     let QueueCommand::Status(a) = c;
     let spool = Spool::new(spool_dir(&a.spool, &a.manifest)?);
+    // The store the uploader checks entries against: a path outside it is
+    // reported now, not only after the uploader's next pass.
+    let store_dir = match &a.manifest {
+        Some(m) => manifest::load(m)?.cache.store_dir,
+        None => DEFAULT_STORE_DIR.to_string(),
+    };
     let entries = spool.list()?;
     let strays = spool.strays();
     if a.json {
         let items: Vec<serde_json::Value> = entries
             .iter()
             .map(|q| {
+                let usable = q.usable(&store_dir);
                 let entry = q.entry.as_ref().ok();
                 serde_json::json!({
                     "name": q.name,
                     "file": spool.entry_path(&q.name),
-                    "problem": q.entry.as_ref().err(),
+                    "problem": usable.err(),
                     "queued": entry.map(|e| e.queued.clone()),
                     "paths": entry.map(|e| e.paths.clone()),
                     "drv": entry.and_then(|e| e.drv.clone()),
@@ -78,7 +89,8 @@ pub fn run(c: QueueCommand) -> Result<ExitCode> {
         let age = age_of(&q.name)
             .map(|d| format!(" ({} ago)", human(d.as_secs())))
             .unwrap_or_default();
-        match &q.entry {
+        let usable = q.usable(&store_dir);
+        match &usable {
             Ok(e) => {
                 let more = if e.paths.len() > 1 {
                     format!(" (+{} more)", e.paths.len() - 1)
@@ -114,7 +126,7 @@ pub fn run(c: QueueCommand) -> Result<ExitCode> {
                     format!("in {}", human(next))
                 }
             );
-            if let Some(err) = q.state.last_error.as_ref().filter(|_| q.entry.is_ok()) {
+            if let Some(err) = q.state.last_error.as_ref().filter(|_| usable.is_ok()) {
                 println!("  last error: {err}");
             }
         } else {
