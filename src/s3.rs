@@ -131,6 +131,17 @@ impl S3Client {
         }
     }
 
+    /// Sends and sorts the answer: `Ok(Some)` for 2xx, `Ok(None)` for 404,
+    /// any other status a store error naming `operation`.
+    async fn send_found(&self, operation: &str, req: &Request) -> Result<Option<Response>> {
+        let resp = self.send(req).await?;
+        match resp.status {
+            s if s.is_success() => Ok(Some(resp)),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(self.error(operation, &resp)),
+        }
+    }
+
     /// A [`Error::Store`] for a failed answer, with a hint for common codes.
     pub fn error(&self, operation: &str, resp: &Response) -> Error {
         let e = S3Error::from_response(resp);
@@ -158,14 +169,11 @@ impl S3Client {
 
     /// HEAD bucket: `Ok(true)` if it exists and is visible, `Ok(false)` on 404.
     pub async fn bucket_exists(&self, bucket: &str) -> Result<bool> {
-        let resp = self
-            .send(&Request::new(Method::HEAD, self.path(bucket, None)))
-            .await?;
-        match resp.status {
-            s if s.is_success() => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
-            _ => Err(self.error(&format!("HeadBucket {bucket}"), &resp)),
-        }
+        let req = Request::new(Method::HEAD, self.path(bucket, None));
+        Ok(self
+            .send_found(&format!("HeadBucket {bucket}"), &req)
+            .await?
+            .is_some())
     }
 
     /// CreateBucket; `BucketAlreadyOwnedByYou` (a racing create) counts as success.
@@ -204,17 +212,14 @@ impl S3Client {
         bucket: &str,
         key: &str,
     ) -> Result<Option<(Bytes, String)>> {
-        let resp = self
-            .send(&Request::new(Method::GET, self.path(bucket, Some(key))))
-            .await?;
-        match resp.status {
-            s if s.is_success() => {
+        let req = Request::new(Method::GET, self.path(bucket, Some(key)));
+        Ok(self
+            .send_found(&format!("GetObject {bucket}/{key}"), &req)
+            .await?
+            .map(|resp| {
                 let etag = resp.header("etag").unwrap_or("").to_string();
-                Ok(Some((resp.body, etag)))
-            }
-            StatusCode::NOT_FOUND => Ok(None),
-            _ => Err(self.error(&format!("GetObject {bucket}/{key}"), &resp)),
-        }
+                (resp.body, etag)
+            }))
     }
 
     /// PUT object only if it still has `etag` (`If-Match`): `Ok(false)` when
@@ -247,11 +252,11 @@ impl S3Client {
 
     /// HEAD object: `Ok(None)` on 404.
     pub async fn head_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>> {
-        let resp = self
-            .send(&Request::new(Method::HEAD, self.path(bucket, Some(key))))
-            .await?;
-        match resp.status {
-            s if s.is_success() => Ok(Some(ObjectMeta {
+        let req = Request::new(Method::HEAD, self.path(bucket, Some(key)));
+        Ok(self
+            .send_found(&format!("HeadObject {bucket}/{key}"), &req)
+            .await?
+            .map(|resp| ObjectMeta {
                 size: resp
                     .header("content-length")
                     .and_then(|v| v.parse().ok())
@@ -261,10 +266,7 @@ impl S3Client {
                     .unwrap_or("")
                     .trim_matches('"')
                     .to_string(),
-            })),
-            StatusCode::NOT_FOUND => Ok(None),
-            _ => Err(self.error(&format!("HeadObject {bucket}/{key}"), &resp)),
-        }
+            }))
     }
 
     /// PUT object from memory (small objects: narinfo, nix-cache-info, roots).
