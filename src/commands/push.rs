@@ -12,10 +12,8 @@ use std::time::Duration;
 use crate::commands::cache_args::{CacheArgs, required};
 use crate::credentials::Credentials;
 use crate::error::{Error, Result};
-use crate::http::Endpoint;
 use crate::manifest;
 use crate::push::{self, Cache, Compression, ProgressMode, PushOptions, Upstream};
-use crate::s3::S3Client;
 use crate::signing::SecretKey;
 
 /// Arguments of `push`.
@@ -78,7 +76,7 @@ impl PushTarget {
     /// Reads the manifest (if any), the credentials and the key, and checks
     /// every value; errors name the flag or manifest field.
     pub fn resolve(&self) -> Result<ResolvedTarget> {
-        let loc = self.cache.resolve()?;
+        let mut loc = self.cache.resolve()?;
         let push_m = loc.manifest.as_ref().and_then(|m| m.push.as_ref());
         let creds_file = required(
             loc.writer_credentials_file(self.writer_credentials_file.clone()),
@@ -90,11 +88,9 @@ impl PushTarget {
             "--signing-key-file",
             "push.signingKeyFile",
         )?;
-        let mut cfg = loc.endpoint.clone();
         // Parts of 8 MiB over a slow uplink need more than the default.
-        cfg.timeout = Duration::from_secs(300);
-        let creds = Credentials::from_env_file(&creds_file)?;
-        let client = S3Client::new(Endpoint::new(cfg)?, Some(creds), loc.path_style);
+        loc.endpoint.timeout = Duration::from_secs(300);
+        let client = loc.client(Some(Credentials::from_env_file(&creds_file)?))?;
 
         let key = SecretKey::from_file(&key_file)?;
         if let Some(p) = push_m
