@@ -418,6 +418,40 @@ impl Endpoint {
     }
 }
 
+/// Probes a service that may still be starting until it is up, for at most
+/// `limit`, sleeping [`backoff`] between probes.
+///
+/// `probe` gets the time left and answers `Ok(Ok(value))` when the service
+/// is up, `Ok(Err(why))` when it is not yet (retried), `Err` to give up at
+/// once. `waiting(why, attempt, delay, left)` logs each wait; once `limit`
+/// has passed, `give_up(why)` is the error.
+pub async fn wait_until_up<T, Fut>(
+    limit: Duration,
+    mut probe: impl FnMut(Duration) -> Fut,
+    mut waiting: impl FnMut(&str, u32, Duration, Duration),
+    give_up: impl FnOnce(&str) -> Error,
+) -> Result<T>
+where
+    Fut: std::future::Future<Output = Result<std::result::Result<T, String>>>,
+{
+    let start = std::time::Instant::now();
+    let mut attempt = 0;
+    loop {
+        let why = match probe(limit.saturating_sub(start.elapsed())).await? {
+            Ok(value) => return Ok(value),
+            Err(why) => why,
+        };
+        attempt += 1;
+        let left = limit.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return Err(give_up(&why));
+        }
+        let delay = backoff(attempt).min(left);
+        waiting(&why, attempt, delay, left);
+        tokio::time::sleep(delay).await;
+    }
+}
+
 /// Exponential backoff with jitter: 0.2 s, 0.4 s, 0.8 s ... capped at 5 s.
 pub fn backoff(attempt: u32) -> Duration {
     let base = 200u64.saturating_mul(1 << attempt.min(8).saturating_sub(1));

@@ -17,7 +17,7 @@
 //! policies and the new one because that call replaces the whole mapping.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -489,34 +489,32 @@ impl AdminClient {
     /// Waits until the server is ready, probing with backoff and logging
     /// each wait, for at most `timeout`; then a clear error.
     pub async fn wait_until_ready(&self, timeout: Duration) -> Result<()> {
-        let start = Instant::now();
-        let mut attempt = 0;
-        loop {
-            let why = match self.health().await {
-                Ok(Health::Ready) => return Ok(()),
-                Ok(Health::Starting(why)) => why,
-                Err(e) => e.to_string(),
-            };
-            attempt += 1;
-            let elapsed = start.elapsed();
-            if elapsed >= timeout {
-                return Err(Error::Transport {
-                    endpoint: self.endpoint.config().url.to_string(),
-                    message: format!(
-                        "MinIO did not become ready within {}s ({why}); check that the \
-                         server runs and the endpoint is right, or raise waitTimeoutSecs",
-                        timeout.as_secs()
-                    ),
-                });
-            }
-            let delay = crate::http::backoff(attempt).min(timeout - elapsed);
-            eprintln!(
-                "waiting for MinIO at {}: {why}; next probe in {:.1}s",
-                self.endpoint.config().url,
-                delay.as_secs_f64()
-            );
-            tokio::time::sleep(delay).await;
-        }
+        let url = &self.endpoint.config().url;
+        crate::http::wait_until_up(
+            timeout,
+            |_| async move {
+                Ok(match self.health().await {
+                    Ok(Health::Ready) => Ok(()),
+                    Ok(Health::Starting(why)) => Err(why),
+                    Err(e) => Err(e.to_string()),
+                })
+            },
+            |why, _, delay, _| {
+                eprintln!(
+                    "waiting for MinIO at {url}: {why}; next probe in {:.1}s",
+                    delay.as_secs_f64()
+                )
+            },
+            |why| Error::Transport {
+                endpoint: url.to_string(),
+                message: format!(
+                    "MinIO did not become ready within {}s ({why}); check that the \
+                     server runs and the endpoint is right, or raise waitTimeoutSecs",
+                    timeout.as_secs()
+                ),
+            },
+        )
+        .await
     }
 }
 

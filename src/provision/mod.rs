@@ -29,7 +29,7 @@ pub mod report;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::credentials::Credentials;
 use crate::error::{Error, IoContext, Result};
@@ -301,45 +301,45 @@ async fn wait_for_store(cfg: &ProvisionConfig, s3: &S3Client) -> Result<bool> {
         s3.credentials().cloned(),
         cfg.path_style,
     );
-    let start = Instant::now();
-    let mut attempt = 0;
-    loop {
-        let left = cfg.wait_timeout.saturating_sub(start.elapsed());
-        let answer = tokio::time::timeout(
-            left.max(Duration::from_millis(200)),
-            bucket::bucket_exists(&probe, &cfg.bucket),
-        )
-        .await;
-        let why = match answer {
-            Ok(Ok(exists)) => return Ok(exists),
-            Ok(Err(e)) if store_not_up(&e) => short_reason(&e),
-            Ok(Err(e)) => return Err(e),
-            Err(_) => "no answer".to_string(),
-        };
-        attempt += 1;
-        let left = cfg.wait_timeout.saturating_sub(start.elapsed());
-        if left.is_zero() {
-            return Err(Error::Transport {
-                endpoint: cfg.endpoint.clone(),
-                message: format!(
-                    "the store did not answer within {}s ({why}); is it running? Check the \
-                     endpoint ({}), or allow it more time to start with {}",
-                    cfg.wait_timeout.as_secs(),
-                    cfg.field("--endpoint", "cache.endpoint"),
-                    cfg.field("--wait-timeout", "provision.waitTimeoutSecs"),
-                ),
-            });
-        }
-        let delay = http::backoff(attempt).min(left);
-        eprintln!(
-            "provision: the store at {} is not up yet ({why}); retry {attempt} in {:.1}s, \
-             giving up in {:.1}s",
-            cfg.endpoint,
-            delay.as_secs_f64(),
-            left.as_secs_f64()
-        );
-        tokio::time::sleep(delay).await;
-    }
+    http::wait_until_up(
+        cfg.wait_timeout,
+        |left| {
+            let probe = &probe;
+            async move {
+                let answer = tokio::time::timeout(
+                    left.max(Duration::from_millis(200)),
+                    bucket::bucket_exists(probe, &cfg.bucket),
+                )
+                .await;
+                match answer {
+                    Ok(Ok(exists)) => Ok(Ok(exists)),
+                    Ok(Err(e)) if store_not_up(&e) => Ok(Err(short_reason(&e))),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Ok(Err("no answer".to_string())),
+                }
+            }
+        },
+        |why, attempt, delay, left| {
+            eprintln!(
+                "provision: the store at {} is not up yet ({why}); retry {attempt} in {:.1}s, \
+                 giving up in {:.1}s",
+                cfg.endpoint,
+                delay.as_secs_f64(),
+                left.as_secs_f64()
+            )
+        },
+        |why| Error::Transport {
+            endpoint: cfg.endpoint.clone(),
+            message: format!(
+                "the store did not answer within {}s ({why}); is it running? Check the \
+                 endpoint ({}), or allow it more time to start with {}",
+                cfg.wait_timeout.as_secs(),
+                cfg.field("--endpoint", "cache.endpoint"),
+                cfg.field("--wait-timeout", "provision.waitTimeoutSecs"),
+            ),
+        },
+    )
+    .await
 }
 
 /// Connection errors, 5xx (but 501) and 429: the store is not (fully) up.
