@@ -167,6 +167,18 @@ impl S3Client {
         )
     }
 
+    /// A [`Error::Store`] for a successful answer whose body cannot be used.
+    fn unreadable(&self, operation: &str, resp: &Response, message: String) -> Error {
+        Error::store(
+            operation,
+            self.endpoint.config().url.to_string(),
+            resp.status.as_u16(),
+            String::new(),
+            message,
+            "",
+        )
+    }
+
     /// HEAD bucket: `Ok(true)` if it exists and is visible, `Ok(false)` on 404.
     pub async fn bucket_exists(&self, bucket: &str) -> Result<bool> {
         let req = Request::new(Method::HEAD, self.path(bucket, None));
@@ -306,15 +318,13 @@ impl S3Client {
             if text.trim().is_empty() {
                 return Ok(None);
             }
-            return serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| Error::Store {
-                    operation: format!("GetBucketPolicy {bucket}"),
-                    endpoint: self.endpoint.config().url.to_string(),
-                    status: resp.status.as_u16(),
-                    code: None,
-                    message: format!("the store returned a policy that is not JSON: {e}"),
-                });
+            return serde_json::from_str(&text).map(Some).map_err(|e| {
+                self.unreadable(
+                    &format!("GetBucketPolicy {bucket}"),
+                    &resp,
+                    format!("the store returned a policy that is not JSON: {e}"),
+                )
+            });
         }
         let e = S3Error::from_response(&resp);
         if resp.status == StatusCode::NOT_FOUND
@@ -460,13 +470,8 @@ impl S3Client {
         let resp = self
             .send_ok(&format!("ListObjectsV2 {bucket}/{prefix}"), &req)
             .await?;
-        let store_error = |message: String| Error::Store {
-            operation: format!("ListObjectsV2 {bucket}"),
-            endpoint: self.endpoint.config().url.to_string(),
-            status: resp.status.as_u16(),
-            code: None,
-            message,
-        };
+        let store_error =
+            |message: String| self.unreadable(&format!("ListObjectsV2 {bucket}"), &resp, message);
         let (objects, next) = parse_list_page(&resp.text())
             .map_err(|e| store_error(format!("unreadable listing: {e}")))?;
         // A store that hands back the token it was given would make every
