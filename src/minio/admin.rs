@@ -269,6 +269,24 @@ impl AdminClient {
         }
     }
 
+    /// Sends a read: `Ok(None)` when MinIO answers the error `missing`
+    /// (no such user, no such policy), any other failure an error.
+    async fn send_found(
+        &self,
+        operation: &str,
+        req: &Request,
+        missing: &str,
+    ) -> Result<Option<Response>> {
+        let resp = self.send(req).await?;
+        if resp.status.is_success() {
+            return Ok(Some(resp));
+        }
+        match AdminError::from_response(&resp) {
+            e if e.code == missing => Ok(None),
+            e => Err(self.error(operation, &e)),
+        }
+    }
+
     fn decrypt(&self, operation: &str, body: &[u8]) -> Result<Vec<u8>> {
         crypto::decrypt(body, &self.creds.secret_access_key).map_err(|e| Error::Crypto {
             context: format!(
@@ -300,14 +318,9 @@ impl AdminClient {
     pub async fn user_info(&self, access_key: &str) -> Result<Option<UserInfo>> {
         let operation = format!("user-info {access_key}");
         let req = Self::request(Method::GET, "user-info").query("accessKey", access_key);
-        let resp = self.send(&req).await?;
-        if !resp.status.is_success() {
-            let e = AdminError::from_response(&resp);
-            if e.code == NO_SUCH_USER {
-                return Ok(None);
-            }
-            return Err(self.error(&operation, &e));
-        }
+        let Some(resp) = self.send_found(&operation, &req, NO_SUCH_USER).await? else {
+            return Ok(None);
+        };
         serde_json::from_slice(&resp.body)
             .map(Some)
             .map_err(|e| self.unreadable(&operation, &resp, e))
@@ -342,14 +355,9 @@ impl AdminClient {
         let req = Self::request(Method::GET, "info-canned-policy")
             .query("name", name)
             .query("v", "2");
-        let resp = self.send(&req).await?;
-        if !resp.status.is_success() {
-            let e = AdminError::from_response(&resp);
-            if e.code == NO_SUCH_POLICY {
-                return Ok(None);
-            }
-            return Err(self.error(&operation, &e));
-        }
+        let Some(resp) = self.send_found(&operation, &req, NO_SUCH_POLICY).await? else {
+            return Ok(None);
+        };
         let mut doc: serde_json::Value = serde_json::from_slice(&resp.body)
             .map_err(|e| self.unreadable(&operation, &resp, e))?;
         if doc.get("PolicyName").is_some()
