@@ -126,6 +126,38 @@ fn the_service_retries_until_the_cache_is_back() {
     assert!(out.status.success(), "{}", show(&out));
 }
 
+/// The service sleeps until the earliest entry is due, not a whole poll
+/// interval: an entry it cannot use is retried on its backoff (5 s, then
+/// 10 s) although the poll interval is ten minutes.
+#[test]
+fn the_service_wakes_when_an_entry_is_due_not_at_the_next_poll() {
+    let r = rig();
+    let (out, _) = r.enqueue("relative/not-a-store-path", &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let mut service = r
+        .uploader()
+        .args(["--poll-interval", "600"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let attempts = || -> u64 {
+        let v: serde_json::Value = serde_json::from_str(&ok(r.status(&["--json"]))).unwrap();
+        v["entries"][0]["attempts"].as_u64().unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while attempts() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the service slept past the entry's next attempt"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    service.kill().unwrap();
+    service.wait().unwrap();
+    assert_eq!(r.entries(), 1, "an entry it cannot use is kept");
+}
+
 #[test]
 fn hook_errors_and_a_full_queue_never_fail_the_build() {
     let r = rig();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::push::{PushTarget, manifest_spool};
 use crate::error::{Error, Result};
-use crate::push::queue::{Spool, backoff, drain_once, next_due, secs_until};
+use crate::push::queue::{Spool, backoff, drain_once, secs_until};
 use crate::push::{ProgressMode, count};
 
 /// Arguments of `upload-queue`.
@@ -107,7 +107,7 @@ pub fn run(args: UploadQueueArgs) -> Result<ExitCode> {
                 w
             } else {
                 let poll = Duration::from_secs(args.poll_interval.max(1));
-                match next_due(&spool) {
+                match pass.as_ref().ok().and_then(|p| p.next_due) {
                     Some(t) if secs_until(t) > 0 => poll.min(Duration::from_secs(secs_until(t))),
                     _ => poll,
                 }

@@ -535,6 +535,10 @@ pub struct Pass {
     pub error: Option<String>,
     /// The push report, when a push ran.
     pub report: Option<PushReport>,
+    /// When the earliest remaining entry is due (Unix seconds), from the
+    /// states as this pass left them, so the service need not read the
+    /// spool again to know how long to sleep.
+    pub next_due: Option<u64>,
 }
 
 /// Up to this many entries are pushed together.
@@ -558,14 +562,24 @@ pub async fn drain_once(
     // A next attempt further away than any backoff is not one an uploader
     // wrote (a hand-edited or corrupt state file): the entry is due.
     let latest = now.saturating_add(max_backoff.as_secs());
-    let due: Vec<&Queued> = queued
-        .iter()
-        .filter(|q| ignore_schedule || q.state.next_attempt <= now || q.state.next_attempt > latest)
-        .take(BATCH)
-        .collect();
+    // The due entries, up to a batch; the others keep their time, and a
+    // failed one gets a new one: the earliest is when the service wakes.
+    let mut due: Vec<&Queued> = Vec::new();
+    let mut earliest = u64::MAX;
+    for q in &queued {
+        let is_due =
+            ignore_schedule || q.state.next_attempt <= now || q.state.next_attempt > latest;
+        if is_due && due.len() < BATCH {
+            due.push(q);
+        } else {
+            earliest = earliest.min(q.state.next_attempt);
+        }
+    }
+    let next_due = std::cell::Cell::new(earliest);
     let mut pass = Pass {
         waiting: queued.len(),
         attempted: due.len(),
+        next_due: Some(earliest).filter(|&t| t < u64::MAX),
         ..Default::default()
     };
     if due.is_empty() {
@@ -582,6 +596,7 @@ pub async fn drain_once(
             last_error: Some(why),
             next_attempt: now_unix() + backoff(attempts, max_backoff).as_secs(),
         };
+        next_due.set(next_due.get().min(state.next_attempt));
         if let Err(e) = spool.write_state(&q.name, &state) {
             eprintln!("cannot record the failed attempt: {e}");
         }
@@ -657,6 +672,7 @@ pub async fn drain_once(
             pass.report = Some(report);
         }
     }
+    pass.next_due = Some(next_due.get()).filter(|&t| t < u64::MAX);
     Ok(pass)
 }
 
@@ -669,16 +685,6 @@ pub fn bad_entry(path: &std::path::Path, problem: &str) -> String {
          or push its paths with `nix-binary-cache push` and remove it",
         path.display()
     )
-}
-
-/// The earliest `next_attempt` among waiting entries (Unix seconds).
-pub fn next_due(spool: &Spool) -> Option<u64> {
-    spool
-        .list()
-        .ok()?
-        .iter()
-        .map(|q| q.state.next_attempt)
-        .min()
 }
 
 /// Seconds from now until `t` (Unix seconds), 0 if past.
