@@ -5,7 +5,7 @@
 //! overrides the manifest's value. The same target options serve
 //! `upload-queue`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -70,6 +70,8 @@ pub struct ResolvedTarget {
     pub key: SecretKey,
     /// Push options.
     pub options: PushOptions,
+    /// The manifest, when one was given (read once, here).
+    pub manifest: Option<manifest::Manifest>,
 }
 
 impl PushTarget {
@@ -171,14 +173,9 @@ impl PushTarget {
             cache: Cache::new(client, loc.bucket),
             key,
             options,
+            manifest: loc.manifest,
         })
     }
-}
-
-/// The spool directory from the manifest, for queue commands given only
-/// `--manifest`.
-pub fn manifest_spool(path: &Path) -> Result<Option<PathBuf>> {
-    Ok(manifest::load(path)?.push.map(|p| p.spool_dir))
 }
 
 /// Runs `push`.

@@ -39,13 +39,11 @@ pub struct StatusArgs {
 /// Runs a `queue` subcommand.
 pub fn run(c: QueueCommand) -> Result<ExitCode> {
     let QueueCommand::Status(a) = c;
-    let spool = Spool::new(spool_dir(&a.spool, &a.manifest)?);
+    let m = a.manifest.as_deref().map(manifest::load).transpose()?;
+    let spool = Spool::new(spool_dir(&a.spool, m.as_ref())?);
     // The store the uploader checks entries against: a path outside it is
     // reported now, not only after the uploader's next pass.
-    let store_dir = match &a.manifest {
-        Some(m) => manifest::load(m)?.cache.store_dir,
-        None => DEFAULT_STORE_DIR.to_string(),
-    };
+    let store_dir = m.map_or_else(|| DEFAULT_STORE_DIR.to_string(), |m| m.cache.store_dir);
     let entries = spool.list()?;
     let strays = spool.strays();
     if a.json {

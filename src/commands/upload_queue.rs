@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::push::{PushTarget, manifest_spool};
+use super::push::PushTarget;
 use crate::error::{Error, Result};
+use crate::manifest::Manifest;
 use crate::push::queue::{Spool, backoff, drain_once, secs_until};
 use crate::push::{ProgressMode, count};
 
@@ -33,25 +34,22 @@ pub struct UploadQueueArgs {
 }
 
 /// The spool from `--spool` or the manifest.
-pub fn spool_dir(spool: &Option<PathBuf>, manifest: &Option<PathBuf>) -> Result<PathBuf> {
-    if let Some(s) = spool {
-        return Ok(s.clone());
-    }
-    if let Some(m) = manifest
-        && let Some(s) = manifest_spool(m)?
-    {
-        return Ok(s);
-    }
-    Err(Error::config(
-        "--spool",
-        "missing: give --spool, or --manifest with a push section",
-    ))
+pub fn spool_dir(spool: &Option<PathBuf>, manifest: Option<&Manifest>) -> Result<PathBuf> {
+    spool
+        .clone()
+        .or_else(|| manifest?.push.as_ref().map(|p| p.spool_dir.clone()))
+        .ok_or_else(|| {
+            Error::config(
+                "--spool",
+                "missing: give --spool, or --manifest with a push section",
+            )
+        })
 }
 
 /// Runs `upload-queue`.
 pub fn run(args: UploadQueueArgs) -> Result<ExitCode> {
-    let spool = Spool::new(spool_dir(&args.spool, &args.target.cache.manifest)?);
     let mut t = args.target.resolve()?;
+    let spool = Spool::new(spool_dir(&args.spool, t.manifest.as_ref())?);
     if t.options.progress == ProgressMode::Auto {
         t.options.progress = ProgressMode::Lines;
     }
