@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::nix::{TEST_NIX_CONF, TestNix};
-use common::{cmd, ok, show};
+use common::{cmd, mode, ok, show};
 use nix_binary_cache::signing::SecretKey;
 
 const URL: &str = "http://127.0.0.1:1/test-cache";
@@ -32,10 +32,6 @@ fn conf_args<'a>(conf: &'a str, sub: &'a str, key: &'a str, extra: &[&'a str]) -
 
 fn public_key(name: &str) -> String {
     SecretKey::generate(name).unwrap().public().to_string()
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).unwrap().mode() & 0o7777
 }
 
 fn stderr(o: &Output) -> String {

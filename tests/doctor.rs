@@ -12,13 +12,12 @@ use std::process::Output;
 use common::cache::{admin, block_on, cache_url, provision_cache};
 use common::nix::{TestNix, chain_expr};
 use common::seaweed::Seaweed;
+use common::store::BUCKET;
 use common::{cmd, ok, show};
 use nix_binary_cache::credentials::Credentials;
 use nix_binary_cache::http::{Endpoint, EndpointConfig};
 use nix_binary_cache::iam::IamClient;
 use serde_json::Value;
-
-const BUCKET: &str = "nix-cache";
 
 struct Rig {
     s: Seaweed,

@@ -18,14 +18,10 @@ use common::cache::{cache_url, check_narinfos, keys, make_cache_bucket, signing_
 use common::nix::{TestNix, chain_expr, fresh_store};
 use common::proxy::{Fault, FaultPlan, Proxy};
 use common::seaweed::Seaweed;
-use common::store::ProxiedStore;
-use common::{cmd, listing, show};
+use common::store::{BUCKET, ProxiedStore};
+use common::{listing, show};
 use nix_binary_cache::credentials::Credentials;
-use nix_binary_cache::http::{Endpoint, EndpointConfig};
-use nix_binary_cache::iam::IamClient;
 use serde_json::Value;
-
-const BUCKET: &str = "nix-cache";
 
 /// The store behind the proxy (which injects the faults).
 type Rig = ProxiedStore;
@@ -35,32 +31,21 @@ impl Rig {
         ProxiedStore::start()
     }
 
-    fn provision(&self, extra: &[&str]) -> (Output, Duration) {
+    /// `provision` with `extra`; no secret may be printed, faults or not.
+    /// Returns the output and how long the run took.
+    fn run(&self, extra: &[&str]) -> (Output, Duration) {
         let start = Instant::now();
-        let o = cmd()
-            .args([
-                "provision",
-                "--endpoint",
-                &self.proxy.endpoint,
-                "--bucket",
-                BUCKET,
-                "--backend",
-                "iam",
-                "--admin-credentials-file",
-                self.admin_file.to_str().unwrap(),
-                "--state-dir",
-                self.state_dir().to_str().unwrap(),
-                "--abort-incomplete-multipart-days",
-                "7",
-            ])
-            .args(extra)
-            .output()
-            .unwrap();
+        let o = self.provision(
+            "iam",
+            &[&["--abort-incomplete-multipart-days", "7"][..], extra].concat(),
+        );
         (o, start.elapsed())
     }
 
-    fn provision_json(&self) -> (Output, Value) {
-        let (o, _) = self.provision(&["--json", "--wait-timeout", "20"]);
+    /// A `--json` run; the report is `null` when the run printed none (a
+    /// run that failed), which the callers' assertions then name.
+    fn run_json(&self) -> (Output, Value) {
+        let (o, _) = self.run(&["--json", "--wait-timeout", "20"]);
         let v = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
         (o, v)
     }
@@ -108,14 +93,14 @@ async fn provision_converges_through_faults() {
         limit: Some(4),
         ..FaultPlan::default()
     });
-    let (o, report) = rig.provision_json();
+    let (o, report) = rig.run_json();
     assert_survived(&rig.proxy, 3, &o);
     assert_eq!(report["converged"], true, "{report:#}");
     rig.assert_no_partial_state();
 
     rig.proxy.set_faults(FaultPlan::default());
     rig.proxy.clear();
-    let (o, report) = rig.provision_json();
+    let (o, report) = rig.run_json();
     assert!(o.status.success(), "{}", show(&o));
     assert!(
         statuses(&report).iter().all(|s| s == "unchanged"),
@@ -124,8 +109,7 @@ async fn provision_converges_through_faults() {
     let writes: Vec<String> = rig.proxy.mutating().iter().map(|r| r.describe()).collect();
     assert!(writes.is_empty(), "a converged run wrote: {writes:?}");
 
-    let writer = Credentials::from_env_file(&rig.writer_file()).unwrap();
-    let s3 = rig.direct(Some(writer));
+    let s3 = rig.direct(Some(rig.writer()));
     s3.put_object(BUCKET, "probe", "x", "text/plain")
         .await
         .unwrap();
@@ -145,27 +129,20 @@ async fn provision_converges_when_writes_lose_their_answers() {
         only: vec!["PUT", "POST"],
         ..FaultPlan::default()
     });
-    let (o, report) = rig.provision_json();
+    let (o, report) = rig.run_json();
     assert_survived(&rig.proxy, 2, &o);
     assert_eq!(report["converged"], true, "{report:#}");
     rig.assert_no_partial_state();
     let first = format!("{}\n{report:#}", show(&o));
     rig.proxy.set_faults(FaultPlan::default());
-    let (o, report) = rig.provision_json();
+    let (o, report) = rig.run_json();
     assert!(o.status.success(), "{}", show(&o));
     assert!(
         statuses(&report).iter().all(|s| s == "unchanged"),
         "second run: {report:#}\n{}\nfirst run: {first}",
         show(&o)
     );
-    let iam = IamClient::new(
-        Endpoint::new(EndpointConfig::new(&rig.sw.endpoint).unwrap()).unwrap(),
-        Credentials::new(&rig.sw.admin_key, &rig.sw.admin_secret),
-    );
-    let keys = iam.list_access_keys("nix-cache-writer").await.unwrap();
-    let writer = Credentials::from_env_file(&rig.writer_file()).unwrap();
-    let ids: Vec<&str> = keys.iter().map(|k| k.access_key_id.as_str()).collect();
-    assert_eq!(ids, [writer.access_key_id.as_str()], "orphan writer keys");
+    rig.assert_writer_has_only_its_key().await;
 }
 
 /// `CreateAccessKey` is not idempotent: when its answer is lost the retry
@@ -179,18 +156,11 @@ async fn lost_create_access_key_answers_leave_no_orphan_key() {
         only: vec!["CreateAccessKey"],
         ..FaultPlan::always(Fault::Truncate)
     });
-    let (o, report) = rig.provision_json();
+    let (o, report) = rig.run_json();
     assert_eq!(rig.proxy.faults_injected(), 2);
     assert!(o.status.success(), "{}", show(&o));
     assert_eq!(report["converged"], true, "{report:#}");
-    let iam = IamClient::new(
-        Endpoint::new(EndpointConfig::new(&rig.sw.endpoint).unwrap()).unwrap(),
-        Credentials::new(&rig.sw.admin_key, &rig.sw.admin_secret),
-    );
-    let keys = iam.list_access_keys("nix-cache-writer").await.unwrap();
-    let writer = Credentials::from_env_file(&rig.writer_file()).unwrap();
-    let ids: Vec<&str> = keys.iter().map(|k| k.access_key_id.as_str()).collect();
-    assert_eq!(ids, [writer.access_key_id.as_str()], "orphan writer keys");
+    rig.assert_writer_has_only_its_key().await;
 }
 
 /// When the store answers nothing but `fault`, provision stops within its
@@ -199,7 +169,7 @@ async fn lost_create_access_key_answers_leave_no_orphan_key() {
 fn gives_up_clearly(fault: Fault, words: &[&str]) {
     let rig = Rig::new();
     rig.proxy.set_faults(FaultPlan::always(fault));
-    let (o, took) = rig.provision(&["--wait-timeout", "3"]);
+    let (o, took) = rig.run(&["--wait-timeout", "3"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(rig.proxy.faults_injected() >= 1);
     assert_eq!(o.status.code(), Some(3), "{fault:?}\n{}", show(&o));
@@ -228,7 +198,7 @@ fn gives_up_clearly(fault: Fault, words: &[&str]) {
 /// After the faults stop, the same command converges.
 fn check_clean(rig: &Rig) {
     rig.proxy.set_faults(FaultPlan::default());
-    let (o, report) = rig.provision_json();
+    let (o, report) = rig.run_json();
     assert!(o.status.success(), "{}", show(&o));
     assert_eq!(report["converged"], true);
 }
@@ -259,7 +229,7 @@ fn provision_is_unaffected_by_latency() {
         latency: Duration::from_millis(150),
         ..FaultPlan::default()
     });
-    let (o, report) = rig.provision_json();
+    let (o, report) = rig.run_json();
     assert!(o.status.success(), "{}", show(&o));
     assert_eq!(report["converged"], true);
     assert!(

@@ -8,7 +8,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use common::nix::{TestNix, chain_expr};
-use common::{cmd, ok, show};
+use common::{cmd, mode, ok, show};
 use nix_binary_cache::signing::{self, PublicKey, SecretKey};
 
 /// A salt unique to this test run, so each test builds paths of its own.
@@ -39,10 +39,6 @@ fn run_generate(secret: &Path, name: &str) -> std::process::Output {
 }
 
 /// Mode bits of a file.
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).unwrap().mode() & 0o7777
-}
-
 /// The base64 half of a secret key file: the string that must never leak.
 fn secret_part(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap();

@@ -9,13 +9,27 @@ use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::store::ProxiedStore;
+use common::store::{BUCKET, ProxiedStore, WRITER};
 use common::{cmd, show};
 use nix_binary_cache::credentials::Credentials;
 use serde_json::Value;
 
-const BUCKET: &str = "nix-cache";
 const INFO: &str = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n";
+
+/// The flags of a normal run here, besides those every provisioning test
+/// shares (`ProxiedStore::provision_args`).
+const FLAGS: [&str; 6] = [
+    "--priority",
+    "30",
+    "--abort-incomplete-multipart-days",
+    "7",
+    "--wait-timeout",
+    "10",
+];
+
+fn flags<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    FLAGS.iter().chain(extra).copied().collect()
+}
 
 /// The store behind the proxy, with the flags of a normal run.
 type Rig = ProxiedStore;
@@ -25,59 +39,19 @@ impl Rig {
         ProxiedStore::start()
     }
 
-    /// The flags of a normal run (through the proxy), plus `extra`.
+    /// The arguments of a normal run (through the proxy), plus `extra`.
     fn args(&self, extra: &[&str]) -> Vec<String> {
-        let mut a: Vec<String> = [
-            "provision",
-            "--endpoint",
-            &self.proxy.endpoint,
-            "--bucket",
-            BUCKET,
-            "--backend",
-            "iam",
-            "--admin-credentials-file",
-            self.admin_file.to_str().unwrap(),
-            "--state-dir",
-            self.state_dir().to_str().unwrap(),
-            "--priority",
-            "30",
-            "--abort-incomplete-multipart-days",
-            "7",
-            "--wait-timeout",
-            "10",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
+        self.provision_args("iam", &flags(extra))
     }
 
     /// Runs with the normal flags plus `extra`; no secret may be printed.
     fn run(&self, extra: &[&str]) -> Output {
-        common::run_keeping_secrets(
-            &self.args(extra),
-            &[&self.sw.admin_secret],
-            &self.writer_file(),
-        )
-    }
-
-    /// Secrets must never reach stdout or stderr.
-    fn assert_no_secret(&self, o: &Output) {
-        common::assert_no_secret(o, &[&self.sw.admin_secret], &self.writer_file());
+        self.provision("iam", &flags(extra))
     }
 
     /// Runs with `--json` and returns the report.
     fn run_json(&self, extra: &[&str]) -> (Output, Value) {
-        let mut e = vec!["--json"];
-        e.extend_from_slice(extra);
-        let o = self.run(&e);
-        let v = common::json_stdout(&o);
-        (o, v)
-    }
-
-    fn writer(&self) -> Credentials {
-        Credentials::from_env_file(&self.writer_file()).unwrap()
+        self.provision_json("iam", &flags(extra))
     }
 }
 
@@ -129,12 +103,7 @@ async fn fresh_store_is_provisioned_then_converged_runs_only_read() {
     assert_eq!(report["converged"], true);
 
     // The writer credentials file: 0600, in the state directory.
-    let mode = std::fs::metadata(rig.writer_file())
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777;
-    assert_eq!(mode, 0o600);
+    assert_eq!(common::mode(&rig.writer_file()), 0o600);
 
     // Anonymous clients read nix-cache-info as configured, and nothing else.
     let admin = rig.admin_s3();
@@ -230,17 +199,12 @@ async fn drift_is_repaired_exactly() {
         .put_object(BUCKET, "nix-cache-info", "StoreDir: /other\n", "text/plain")
         .await
         .unwrap();
-    let attached = iam
-        .list_attached_user_policies("nix-cache-writer")
-        .await
-        .unwrap();
+    let attached = iam.list_attached_user_policies(WRITER).await.unwrap();
     assert_eq!(attached.len(), 1);
-    iam.detach_user_policy("nix-cache-writer", &attached[0].arn)
+    iam.detach_user_policy(WRITER, &attached[0].arn)
         .await
         .unwrap();
-    iam.delete_access_key("nix-cache-writer", &old_key)
-        .await
-        .unwrap();
+    iam.delete_access_key(WRITER, &old_key).await.unwrap();
 
     rig.proxy.clear();
     let (o, report) = rig.run_json(&[]);
@@ -295,10 +259,7 @@ async fn drift_is_repaired_exactly() {
 
     // The writer policy edited behind our back (delete allowed, put not):
     // a new default version, and nothing else.
-    let arn = iam
-        .list_attached_user_policies("nix-cache-writer")
-        .await
-        .unwrap()[0]
+    let arn = iam.list_attached_user_policies(WRITER).await.unwrap()[0]
         .arn
         .clone();
     let edited = serde_json::json!({"Version": "2012-10-17", "Statement": [{
@@ -352,13 +313,7 @@ async fn dry_run_on_a_fresh_store_changes_nothing() {
     let writes: Vec<String> = rig.proxy.mutating().iter().map(|r| r.describe()).collect();
     assert!(writes.is_empty(), "{writes:?}");
     assert!(!rig.admin_s3().bucket_exists(BUCKET).await.unwrap());
-    assert!(
-        rig.admin_iam()
-            .get_user("nix-cache-writer")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(rig.admin_iam().get_user(WRITER).await.unwrap().is_none());
     assert!(!rig.writer_file().exists());
 }
 
@@ -401,13 +356,7 @@ async fn concurrent_runs_from_a_manifest_converge() {
     let report: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_statuses(&report, &all("unchanged"));
     // One key for the writer, and it is the one in the file.
-    let keys = rig
-        .admin_iam()
-        .list_access_keys("nix-cache-writer")
-        .await
-        .unwrap();
-    assert_eq!(keys.len(), 1, "{keys:?}");
-    assert_eq!(keys[0].access_key_id, rig.writer().access_key_id);
+    rig.assert_writer_has_only_its_key().await;
 }
 
 #[tokio::test]
@@ -590,7 +539,7 @@ fn errors_before_any_request() {
     assert!(took < Duration::from_secs(2), "{took:?}");
 
     // A store that never comes up: bounded, logged retries, then a clear error.
-    let (o, took) = run("nix-cache", "iam");
+    let (o, took) = run(BUCKET, "iam");
     assert_eq!(o.status.code(), Some(3), "{}", show(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("not up yet"), "{err}");

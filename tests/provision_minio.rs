@@ -7,17 +7,14 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
 
 use common::minio_standin::{AttachRoute, Auth, MinioStandIn, Recorded, User};
 use common::show;
-use common::store::ProxiedStore;
+use common::store::{BUCKET, ProxiedStore, WRITER};
 use nix_binary_cache::credentials::Credentials;
 use serde_json::Value;
 
-const BUCKET: &str = "nix-cache";
-const WRITER: &str = "nix-cache-writer";
 const POLICY: &str = "nix-cache-write";
 
 /// The store behind the proxy for the bucket plane, and the MinIO stand-in
@@ -45,39 +42,23 @@ impl Rig {
         Rig { store, minio }
     }
 
+    /// The flags of a normal run here, besides those every provisioning
+    /// test shares (`ProxiedStore::provision_args`), then `extra`.
+    fn flags<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        ["--iam-endpoint", &self.minio.url, "--wait-timeout", "20"]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect()
+    }
+
     /// Runs with the normal flags plus `extra`; no secret may be printed.
     fn run(&self, extra: &[&str]) -> Output {
-        let mut args: Vec<String> = [
-            "provision",
-            "--endpoint",
-            &self.proxy.endpoint,
-            "--iam-endpoint",
-            &self.minio.url,
-            "--bucket",
-            BUCKET,
-            "--backend",
-            "minio",
-            "--admin-credentials-file",
-            self.admin_file.to_str().unwrap(),
-            "--state-dir",
-            self.state_dir().to_str().unwrap(),
-            "--wait-timeout",
-            "20",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        common::run_keeping_secrets(&args, &[&self.sw.admin_secret], &self.writer_file())
+        self.provision("minio", &self.flags(extra))
     }
 
     /// Runs with `--json`; returns the output and the report.
     fn run_json(&self, extra: &[&str]) -> (Output, Value) {
-        let mut e = vec!["--json"];
-        e.extend_from_slice(extra);
-        let o = self.run(&e);
-        let v = common::json_stdout(&o);
-        (o, v)
+        self.provision_json("minio", &self.flags(extra))
     }
 
     /// Runs, expects success and these statuses of writer-policy,
@@ -115,10 +96,6 @@ impl Rig {
     fn clear(&self) {
         self.minio.clear();
         self.proxy.clear();
-    }
-
-    fn writer(&self) -> Credentials {
-        Credentials::from_env_file(&self.writer_file()).unwrap()
     }
 }
 
@@ -158,12 +135,7 @@ fn fresh_then_converged_then_drift_repaired() {
     // A fresh store: everything is created, the secret is generated.
     let (_, report) = rig.converge(["created", "created", "created"]);
     assert_eq!(report["converged"], true);
-    let mode = std::fs::metadata(rig.writer_file())
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777;
-    assert_eq!(mode, 0o600);
+    assert_eq!(common::mode(&rig.writer_file()), 0o600);
     let writer = rig.writer();
     assert_eq!(writer.access_key_id, WRITER);
     assert!(writer.secret_access_key.len() >= 32);

@@ -215,7 +215,6 @@ fn collected_paths_are_dropped_with_a_log_line_not_retried_forever() {
 
 #[test]
 fn spool_files_are_shareable() {
-    use std::os::unix::fs::MetadataExt;
     let r = rig();
     std::fs::create_dir(&r.spool).unwrap();
     std::fs::set_permissions(
@@ -230,8 +229,7 @@ fn spool_files_are_shareable() {
             .success()
     );
     for sub in ["tmp", "queue", "state"] {
-        let m = std::fs::metadata(r.spool.join(sub)).unwrap().mode() & 0o7777;
-        assert_eq!(m, 0o2770, "{sub}");
+        assert_eq!(common::mode(&r.spool.join(sub)), 0o2770, "{sub}");
     }
     let entry = std::fs::read_dir(r.spool.join("queue"))
         .unwrap()
@@ -239,7 +237,7 @@ fn spool_files_are_shareable() {
         .unwrap()
         .unwrap()
         .path();
-    assert_eq!(std::fs::metadata(&entry).unwrap().mode() & 0o777, 0o644);
+    assert_eq!(common::mode(&entry), 0o644);
 }
 
 /// Runs `c` and fails the test (instead of hanging it) when it has not

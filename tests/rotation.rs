@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -15,15 +14,12 @@ use common::cache::{admin, block_on, cache_url, check_narinfos, provision_cache}
 use common::nix::{TestNix, chain_expr, fresh_store};
 use common::proxy::Proxy;
 use common::seaweed::Seaweed;
-use common::{cmd, ok, show};
+use common::store::BUCKET;
+use common::{cmd, mode, ok, show};
 use nix_binary_cache::hash::NixHash;
 use nix_binary_cache::narinfo::NarInfo;
 use nix_binary_cache::nix32;
 use nix_binary_cache::signing::{PublicKey, SecretKey};
-
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).unwrap().mode() & 0o7777
-}
 
 /// Runs `keys rotate --secret-key-file OLD [extra]`.
 fn rotate(old: &Path, extra: &[&str]) -> std::process::Output {
@@ -114,8 +110,6 @@ fn rotate_makes_the_next_key_once_and_keeps_the_old_one() {
 // ---------------------------------------------------------------------
 // The cache: a provisioned SeaweedFS bucket, a writer that may not delete,
 // paths built by Nix and pushed by `push`.
-
-const BUCKET: &str = "nix-cache";
 
 struct Rig {
     s: Seaweed,

@@ -22,7 +22,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use common::nix::{TestNix, chain_expr};
 use common::seaweed::Seaweed;
-use common::{cmd, traced};
+use common::{cmd, mode, traced};
 use nix_binary_cache::credentials::Credentials;
 use nix_binary_cache::signing::SecretKey;
 
@@ -93,10 +93,6 @@ impl Audit {
     }
 }
 
-fn mode(p: &Path) -> u32 {
-    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
-}
-
 /// Every regular file under `dir`.
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -142,30 +138,22 @@ fn no_secret_reaches_output_argv_env_or_a_readable_file() {
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let mut audit = Audit::default();
 
-    // Keys.
-    if audit
-        .run(&[
-            "keys",
-            "generate",
-            "--name",
-            "cache.test-1",
-            "--secret-key-file",
-            &s(&key_file),
-        ])
-        .is_none()
-    {
-        return; // strace missing: traced_run said so
-    }
-    let public = audit.run(&["keys", "public", &s(&key_file)]).unwrap();
-    let public = public.trim().lines().last().unwrap().to_string();
-    audit.run(&[
+    // Keys: generated, shown, and generated again (kept, unchanged).
+    let key_path = s(&key_file);
+    let generate = [
         "keys",
         "generate",
         "--name",
         "cache.test-1",
         "--secret-key-file",
-        &s(&key_file),
-    ]);
+        &key_path,
+    ];
+    if audit.run(&generate).is_none() {
+        return; // strace missing: traced_run said so
+    }
+    let public = audit.run(&["keys", "public", &key_path]).unwrap();
+    let public = public.trim().lines().last().unwrap().to_string();
+    audit.run(&generate);
 
     // Provision: fresh, converged, dry run.
     let provision = |extra: &[&str]| {

@@ -30,11 +30,6 @@ pub fn cmd() -> Command {
     c
 }
 
-/// Runs the helper with `args`, returning its output.
-pub fn run(args: &[&str]) -> Output {
-    cmd().args(args).output().expect("the helper binary runs")
-}
-
 /// Stdout and stderr of an output, for assertion messages.
 pub fn show(o: &Output) -> String {
     format!(
@@ -170,13 +165,6 @@ pub fn listing(dir: &Path) -> Vec<String> {
     v
 }
 
-/// Runs the helper with `args`; see [`assert_no_secret`].
-pub fn run_keeping_secrets(args: &[String], secrets: &[&str], writer_file: &Path) -> Output {
-    let o = cmd().args(args).output().expect("the helper binary runs");
-    assert_no_secret(&o, secrets, writer_file);
-    o
-}
-
 /// Asserts that none of `secrets`, nor the secret of the env file
 /// `writer_file` when it exists, reached a run's stdout or stderr.
 #[track_caller]
@@ -197,6 +185,18 @@ pub fn assert_no_secret(o: &Output, secrets: &[&str], writer_file: &Path) {
             "writer secret leaked:\n{all}"
         );
     }
+}
+
+/// The permission bits of `path` (with setuid, setgid and sticky): what
+/// a test compares with 0o600 for a file that holds a secret.
+#[track_caller]
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
 }
 
 /// The JSON document a `--json` run printed.

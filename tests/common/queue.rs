@@ -138,12 +138,7 @@ impl Spooler {
 
     /// The names of the waiting entries (files in `queue/`), sorted.
     pub fn entry_names(&self) -> Vec<String> {
-        let q = self.spool.join("queue");
-        if q.exists() {
-            super::listing(&q)
-        } else {
-            Vec::new()
-        }
+        self.files("queue")
     }
 
     /// How many entries wait.
