@@ -84,7 +84,8 @@ impl Setup {
     }
 }
 
-/// Every file below `a` has the same bytes below `b`.
+/// `a` and `b` are the same tree: the same entries, symlink targets,
+/// bytes and executable bits (what a NAR holds).
 fn same_tree(a: &Path, b: &Path) {
     if a.is_symlink() {
         assert_eq!(
@@ -92,15 +93,22 @@ fn same_tree(a: &Path, b: &Path) {
             std::fs::read_link(b).unwrap()
         );
     } else if a.is_dir() {
-        for e in std::fs::read_dir(a).unwrap() {
-            let e = e.unwrap();
-            same_tree(&e.path(), &b.join(e.file_name()));
+        let names = common::listing(a);
+        assert_eq!(names, common::listing(b), "{}", b.display());
+        for name in names {
+            same_tree(&a.join(&name), &b.join(&name));
         }
     } else {
         assert!(
             std::fs::read(a).unwrap() == std::fs::read(b).unwrap(),
             "{} differs from {}",
             a.display(),
+            b.display()
+        );
+        assert_eq!(
+            common::mode(a) & 0o111,
+            common::mode(b) & 0o111,
+            "{}: executable bit",
             b.display()
         );
     }
