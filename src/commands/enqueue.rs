@@ -9,7 +9,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::error::{Error, Result};
+use super::upload_queue::spool_dir;
+use crate::error::Result;
 use crate::push::queue::{Enqueued, Spool, split_out_paths};
 
 /// Arguments of `enqueue`.
@@ -27,23 +28,15 @@ pub struct EnqueueArgs {
 }
 
 fn enqueue(args: &EnqueueArgs) -> Result<Enqueued> {
-    let push = match &args.manifest {
-        Some(m) => crate::manifest::load(m)?.push,
-        None => None,
-    };
-    let spool = args
-        .spool
-        .clone()
-        .or(push.as_ref().map(|p| p.spool_dir.clone()))
-        .ok_or_else(|| {
-            Error::config(
-                "--spool",
-                "missing: give --spool, or --manifest with push.spoolDir",
-            )
-        })?;
+    let m = args
+        .manifest
+        .as_deref()
+        .map(crate::manifest::load)
+        .transpose()?;
+    let spool = spool_dir(&args.spool, m.as_ref())?;
     let max = args
         .max_entries
-        .or(push.as_ref().map(|p| p.spool_max_entries as usize))
+        .or(m.and_then(|m| m.push).map(|p| p.spool_max_entries as usize))
         .unwrap_or(10_000);
     let paths = split_out_paths(&std::env::var("OUT_PATHS").unwrap_or_default());
     let drv = std::env::var("DRV_PATH").ok().filter(|d| !d.is_empty());

@@ -33,7 +33,8 @@ pub struct UploadQueueArgs {
     pub target: PushTarget,
 }
 
-/// The spool from `--spool` or the manifest.
+/// The spool from `--spool`, else the manifest's push.spoolDir (the
+/// queue commands and `enqueue` alike).
 pub fn spool_dir(spool: &Option<PathBuf>, manifest: Option<&Manifest>) -> Result<PathBuf> {
     spool
         .clone()
@@ -41,7 +42,7 @@ pub fn spool_dir(spool: &Option<PathBuf>, manifest: Option<&Manifest>) -> Result
         .ok_or_else(|| {
             Error::config(
                 "--spool",
-                "missing: give --spool, or --manifest with a push section",
+                "missing: give --spool, or --manifest with push.spoolDir",
             )
         })
 }
