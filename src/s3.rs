@@ -516,14 +516,10 @@ impl S3Client {
         let req = Request::new(Method::POST, self.path(bucket, Some(key)))
             .query("uploads", "")
             .header("content-type", content_type);
-        let resp = self
-            .send_ok(&format!("CreateMultipartUpload {bucket}/{key}"), &req)
-            .await?;
-        let init: Init = quick_xml::de::from_str(&resp.text()).map_err(|e| {
-            Error::Other(format!(
-                "CreateMultipartUpload {bucket}/{key}: unreadable answer: {e}"
-            ))
-        })?;
+        let operation = format!("CreateMultipartUpload {bucket}/{key}");
+        let resp = self.send_ok(&operation, &req).await?;
+        let init: Init = quick_xml::de::from_str(&resp.text())
+            .map_err(|e| self.unreadable(&operation, &resp, format!("unreadable answer: {e}")))?;
         Ok(init.upload_id)
     }
 
