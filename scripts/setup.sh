@@ -21,12 +21,13 @@ fi
 # GNU time (/usr/bin/time -v): peak memory in the push benchmark.
 # openssl: a private CA and certificate for doctor's TLS test.
 # script (bsdutils): a pseudo-terminal for the push progress-bar test.
-for tool in zstd xz strace /usr/bin/time openssl script; do
+# setpriv (util-linux): runs configure and doctor as an unprivileged user.
+for tool in zstd xz strace /usr/bin/time openssl script setpriv; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     log "installing $tool"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >&2
-    apt-get install -y -qq zstd xz-utils strace time openssl bsdutils >&2
+    apt-get install -y -qq zstd xz-utils strace time openssl bsdutils util-linux >&2
   fi
 done
 

@@ -529,14 +529,10 @@ s.serve_forever()
 "#;
 
 impl TlsServer {
-    /// `None` when `openssl` is not installed (scripts/setup.sh installs it).
-    fn start(dir: &std::path::Path) -> Option<TlsServer> {
+    fn start(dir: &std::path::Path) -> TlsServer {
         use std::io::BufRead;
         use std::process::{Command, Stdio};
-        if Command::new("openssl").arg("version").output().is_err() {
-            eprintln!("openssl is not installed (scripts/setup.sh installs it): skipping");
-            return None;
-        }
+        common::require_tool("openssl", "version");
         let run = |args: &[&str]| {
             let o = Command::new("openssl")
                 .args(args)
@@ -615,20 +611,18 @@ impl TlsServer {
             .read_line(&mut line)
             .unwrap();
         let port = line.trim().parse().expect("the server prints its port");
-        Some(TlsServer {
+        TlsServer {
             child,
             port,
             ca: dir.join("ca.pem"),
-        })
+        }
     }
 }
 
 #[test]
 fn tls_certificate_is_checked() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(server) = TlsServer::start(dir.path()) else {
-        return;
-    };
+    let server = TlsServer::start(dir.path());
     let conf = dir.path().join("conf");
     common::write(&conf, "nix.conf", "");
     let endpoint = format!("https://127.0.0.1:{}", server.port);
@@ -664,14 +658,7 @@ fn tls_certificate_is_checked() {
 #[test]
 fn unprivileged_user_skips_root_secrets_and_learns_about_trust() {
     use std::os::unix::fs::PermissionsExt;
-    if std::process::Command::new("setpriv")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("setpriv is not installed: skipping");
-        return;
-    }
+    common::require_tool("setpriv", "--version");
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     // Secrets only root may read, as on a NixOS machine.

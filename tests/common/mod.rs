@@ -112,24 +112,20 @@ pub fn minio_sdk(
 /// Runs the helper with `args` under `strace -f -v -e trace=execve`, and
 /// returns its stdout+stderr and the trace: the argv and environment of
 /// every program it (or anything it spawns) executes, for checking that no
-/// secret is passed on a command line. `None` when strace is not installed
-/// (scripts/setup.sh installs it). The command must succeed.
-pub fn traced_run(args: &[&str]) -> Option<(String, String)> {
+/// secret is passed on a command line. The command must succeed.
+pub fn traced_run(args: &[&str]) -> (String, String) {
     let mut c = cmd();
     c.args(args);
-    let (status, out, trace) = traced(&c)?;
+    let (status, out, trace) = traced(&c);
     assert!(status.success(), "{args:?} failed:\n{out}");
-    Some((out, trace))
+    (out, trace)
 }
 
 /// Runs `command` (program, arguments, environment changes and working
 /// directory as set on it) under `strace -f -v -e trace=execve`; returns
-/// its exit status, stdout+stderr and the trace. `None` without strace.
-pub fn traced(command: &Command) -> Option<(std::process::ExitStatus, String, String)> {
-    if Command::new("strace").arg("-V").output().is_err() {
-        eprintln!("strace is not installed (scripts/setup.sh installs it): skipping");
-        return None;
-    }
+/// its exit status, stdout+stderr and the trace.
+pub fn traced(command: &Command) -> (std::process::ExitStatus, String, String) {
+    require_tool("strace", "-V");
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("strace.log");
     let mut c = Command::new("strace");
@@ -151,7 +147,17 @@ pub fn traced(command: &Command) -> Option<(std::process::ExitStatus, String, St
     assert!(trace.contains("execve("), "strace logged nothing: {trace}");
     let mut out = String::from_utf8_lossy(&o.stdout).into_owned();
     out.push_str(&String::from_utf8_lossy(&o.stderr));
-    Some((o.status, out, trace))
+    (o.status, out, trace)
+}
+
+/// Fails the test unless `tool` runs (`tool probe`). The tests need the
+/// tools scripts/setup.sh installs; a test that passed without them would
+/// have checked nothing.
+pub fn require_tool(tool: &str, probe: &str) {
+    assert!(
+        Command::new(tool).arg(probe).output().is_ok(),
+        "{tool} is not installed: run scripts/setup.sh, which installs what the tests need"
+    );
 }
 
 /// The names of the entries of `dir`, sorted: to check that nothing
