@@ -218,12 +218,16 @@ impl PushReport {
         self.failed.is_empty()
     }
 
-    /// True when `path` (and so its closure) is available to clients: it
-    /// was uploaded, was already there, or an upstream serves it.
-    pub fn available(&self, path: &str) -> bool {
-        self.uploaded.iter().any(|u| u.path == path)
-            || self.present.iter().any(|p| p == path)
-            || self.upstream.iter().any(|p| p == path)
+    /// The paths (and so their closures) available to clients: uploaded,
+    /// already there, or served by an upstream. A set, since callers look
+    /// up many paths in a closure of thousands.
+    pub fn available(&self) -> HashSet<&str> {
+        self.uploaded
+            .iter()
+            .map(|u| u.path.as_str())
+            .chain(self.present.iter().map(String::as_str))
+            .chain(self.upstream.iter().map(String::as_str))
+            .collect()
     }
 
     /// NAR bytes and stored bytes uploaded.
@@ -310,10 +314,11 @@ pub async fn push(
     };
     let plan = plan(cache, opts, paths, &mut report).await?;
     upload_all(cache, key, opts, plan, &mut report).await;
+    let available = report.available();
     let available: Vec<String> = report
         .roots
         .iter()
-        .filter(|r| report.available(r))
+        .filter(|r| available.contains(r.as_str()))
         .cloned()
         .collect();
     if opts.record_roots && !available.is_empty() {

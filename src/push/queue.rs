@@ -38,7 +38,7 @@
 //! - **Cap.** Beyond `max_entries` waiting entries, new ones are refused
 //!   with a log line: the oldest work is kept, the build still succeeds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -454,6 +454,9 @@ impl Spool {
     /// it) is moved into `queue/`, so that build is pushed after all; a
     /// partial one is removed.
     fn tidy(&self, names: &[String]) {
+        // A set: the queue may hold thousands of entries, and this runs at
+        // every pass.
+        let names: HashSet<&str> = names.iter().map(String::as_str).collect();
         let old = |e: &fs::DirEntry| {
             e.metadata()
                 .and_then(|m| m.modified())
@@ -464,7 +467,7 @@ impl Spool {
         if let Ok(rd) = fs::read_dir(self.sub("state")) {
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
-                if n.starts_with('.') || (is_entry_name(&n) && !names.contains(&n)) {
+                if n.starts_with('.') || (is_entry_name(&n) && !names.contains(n.as_str())) {
                     let _ = fs::remove_file(e.path());
                 }
             }
@@ -602,13 +605,15 @@ pub async fn drain_once(
         }
     };
     let mut good: Vec<(&Queued, &Entry)> = Vec::new();
+    // Each path once, in the order the entries name them.
     let mut paths: Vec<String> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     for q in &due {
         match q.usable(&opts.store_dir) {
             Ok(entry) => {
                 good.push((q, entry));
                 for p in &entry.paths {
-                    if !paths.contains(p) {
+                    if seen.insert(p) {
                         paths.push(p.clone());
                     }
                 }
@@ -642,13 +647,15 @@ pub async fn drain_once(
                 .map(|(p, w)| (p.as_str(), w.as_str()))
                 .collect();
             let roots_failed = reasons.get("roots/").copied();
+            let available = report.available();
+            let invalid: HashSet<&str> = report.invalid.iter().map(String::as_str).collect();
             for (q, entry) in good {
                 let missing: Vec<&String> = entry
                     .paths
                     .iter()
-                    .filter(|p| !report.available(p) && !report.invalid.contains(p))
+                    .filter(|p| !available.contains(p.as_str()) && !invalid.contains(p.as_str()))
                     .collect();
-                for p in entry.paths.iter().filter(|p| report.invalid.contains(p)) {
+                for p in entry.paths.iter().filter(|p| invalid.contains(p.as_str())) {
                     eprintln!(
                         "{p} is no longer in the local store (garbage-collected?): nothing to upload"
                     );
