@@ -322,13 +322,6 @@ impl Problems {
     }
 }
 
-/// Compression codecs `push` knows, with their level range.
-pub const COMPRESSIONS: &[(&str, Option<(i32, i32)>)] = &[
-    ("zstd", Some((1, 19))),
-    ("xz", Some((0, 9))),
-    ("none", None),
-];
-
 impl Manifest {
     /// Every problem with the values (the schema itself is enforced when
     /// parsing). Checks only the text, never the file system: the module runs
@@ -464,32 +457,17 @@ impl Manifest {
                 &pu.spool_dir,
                 "the upload queue writes there",
             );
-            match COMPRESSIONS.iter().find(|(n, _)| *n == pu.compression) {
-                None => p.add(
-                    "push.compression",
-                    format!(
-                        "`{}` is not supported; use one of {}",
-                        pu.compression,
-                        COMPRESSIONS
-                            .iter()
-                            .map(|(n, _)| format!("`{n}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                ),
-                Some((name, range)) => match (pu.compression_level, range) {
-                    (Some(l), Some((lo, hi))) if !(*lo..=*hi).contains(&l) => p.add(
-                        "push.compressionLevel",
-                        format!(
-                            "{l} is out of range for {name}: use {lo} to {hi}, or leave it unset"
-                        ),
-                    ),
-                    (Some(_), None) => p.add(
-                        "push.compressionLevel",
-                        format!("`{name}` has no level: leave it unset"),
-                    ),
-                    _ => {}
-                },
+            // The codec and level rules are push's own, so `check` and
+            // `push` cannot disagree.
+            match crate::push::Compression::parse(&pu.compression) {
+                Err(m) => p.add("push.compression", m),
+                Ok(codec) => {
+                    if let Some(level) = pu.compression_level
+                        && let Err(m) = codec.check_level(level)
+                    {
+                        p.add("push.compressionLevel", m);
+                    }
+                }
             }
             if pu.jobs == 0 {
                 p.add("push.jobs", "must be at least 1 (parallel uploads)");

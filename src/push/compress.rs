@@ -30,7 +30,7 @@ impl Compression {
             "xz" => Ok(Compression::Xz),
             "none" => Ok(Compression::None),
             other => Err(format!(
-                "`{other}` is not a supported compression; use zstd, xz or none"
+                "`{other}` is not a supported compression; use one of `zstd`, `xz`, `none`"
             )),
         }
     }
@@ -62,20 +62,21 @@ impl Compression {
         }
     }
 
-    /// Checks a level for this codec; the message gives the range.
+    /// Checks a level for this codec; the message gives the range. `none`
+    /// takes no level at all. The one rule for the manifest (`check`) and
+    /// the command line (`push`).
     pub fn check_level(self, level: i32) -> Result<(), String> {
         let (lo, hi) = match self {
             Compression::Zstd => (1, 19),
             Compression::Xz => (0, 9),
-            Compression::None => (0, 0),
+            Compression::None => return Err("`none` has no level: leave it unset".into()),
         };
         if (lo..=hi).contains(&level) {
             Ok(())
-        } else if self == Compression::None {
-            Err("no level applies to `none`".into())
         } else {
             Err(format!(
-                "{} levels are {lo} to {hi}, not {level}",
+                "{} levels are {lo} to {hi}, not {level}; or leave it unset for the \
+                 codec's default",
                 self.name()
             ))
         }
@@ -166,6 +167,7 @@ mod tests {
         assert!(Compression::Zstd.check_level(0).is_err());
         assert!(Compression::Xz.check_level(10).is_err());
         assert!(Compression::None.check_level(1).is_err());
+        assert!(Compression::None.check_level(0).is_err());
         assert_eq!(Compression::parse("xz").unwrap().extension(), ".xz");
         assert!(Compression::parse("bzip2").is_err());
     }
