@@ -123,8 +123,8 @@ impl NixHash {
             return Err(format!(
                 "a {} hash has {} bytes, not {}",
                 algo.name(),
-                algo.size(),
-                bytes.len()
+                bytes.len(),
+                algo.size()
             ));
         }
         Ok(NixHash { algo, bytes })
@@ -221,5 +221,8 @@ mod tests {
         ] {
             assert!(NixHash::parse(bad).is_err(), "{bad}");
         }
+        // The message gives the length found and the one expected, in that order.
+        let err = NixHash::parse("sha256-AAAA").unwrap_err();
+        assert!(err.contains("has 3 bytes, not 32"), "{err}");
     }
 }
