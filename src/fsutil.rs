@@ -178,13 +178,6 @@ pub fn read_text(path: &Path) -> Result<String> {
         .map_err(|_| Error::invalid_file(path, "is not valid UTF-8 text"))
 }
 
-/// True when a secret file at `path` can be read by group or others.
-pub fn is_group_or_world_accessible(path: &Path) -> bool {
-    fs::metadata(path)
-        .map(|m| m.mode() & 0o077 != 0)
-        .unwrap_or(false)
-}
-
 /// A warning for a secret file readable by others, if it is; files under
 /// systemd's `$CREDENTIALS_DIRECTORY` are managed by systemd and skipped.
 pub fn secret_mode_warning(path: &Path) -> Option<String> {

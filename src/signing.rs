@@ -149,14 +149,6 @@ impl SecretKey {
         })
     }
 
-    /// A key from its 32-byte seed (for tests and known vectors).
-    pub fn from_seed(name: &str, seed: &[u8; 32]) -> SecretKey {
-        SecretKey {
-            name: name.to_string(),
-            key: SigningKey::from_bytes(seed),
-        }
-    }
-
     /// Parses `name:base64(seed32 ‖ public32)`; surrounding whitespace is
     /// ignored. The embedded public half must match the seed, so a corrupted
     /// file is caught here rather than by every client later.
