@@ -15,7 +15,7 @@
 use std::fmt::Write as _;
 
 use crate::hash::{NixHash, truncate};
-use crate::pathinfo::{is_base_name, split_store_path};
+use crate::pathinfo::{hash_part, is_base_name, split_store_path};
 use crate::signing::{self, PublicKey, SecretKey};
 
 /// A parsed narinfo.
@@ -242,9 +242,7 @@ impl NarInfo {
 
     /// The hash part of the store path: the narinfo is `<hash>.narinfo`.
     pub fn hash_part(&self) -> &str {
-        split_store_path(&self.store_path)
-            .map(|(_, h, _)| h)
-            .unwrap_or_default()
+        hash_part(&self.store_path).unwrap_or_default()
     }
 
     /// The store directory of the path (`/nix/store`).
