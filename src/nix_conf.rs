@@ -391,13 +391,14 @@ pub fn is_trusted(user: &UserInfo, trusted_users: &[String]) -> bool {
 }
 
 /// A warning when `user` is not trusted by the daemon whose configuration is
-/// `daemon_conf` (its text, `None` if unreadable) and `edited` is not that
-/// file: the daemon ignores substituters and keys from an untrusted user's
-/// nix.conf. The warning says what to do instead.
+/// `daemon_conf` (its assignments, includes followed: [`read_conf_file`],
+/// as `doctor` reads it) and `edited` is not that file: the daemon ignores
+/// substituters and keys from an untrusted user's nix.conf. The warning
+/// says what to do instead.
 pub fn untrusted_user_warning(
     edited: &Path,
     daemon_conf_path: &Path,
-    daemon_conf: Option<&str>,
+    daemon_conf: &[(String, String)],
     user: &UserInfo,
 ) -> Option<String> {
     let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
@@ -407,8 +408,7 @@ pub fn untrusted_user_warning(
     if same(edited, daemon_conf_path) {
         return None;
     }
-    let entries = daemon_conf.map(parse_conf).unwrap_or_default();
-    let trusted = effective_list(&entries, "trusted-users", &["root"]);
+    let trusted = effective_list(daemon_conf, "trusted-users", &["root"]);
     if is_trusted(user, &trusted) {
         return None;
     }
@@ -574,8 +574,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let daemon = dir.path().join("nix.conf");
         let user_conf = dir.path().join("user.conf");
-        let w = untrusted_user_warning(&user_conf, &daemon, Some("trusted-users = root\n"), &alice)
-            .expect("alice is not trusted");
+        let conf = |text: &str| parse_conf(text);
+        let w =
+            untrusted_user_warning(&user_conf, &daemon, &conf("trusted-users = root\n"), &alice)
+                .expect("alice is not trusted");
         assert!(
             w.contains("alice") && w.contains("trusted-substituters"),
             "{w}"
@@ -584,14 +586,20 @@ mod tests {
             untrusted_user_warning(
                 &user_conf,
                 &daemon,
-                Some("trusted-users = @wheel\n"),
+                &conf("trusted-users = @wheel\n"),
                 &alice
             )
             .is_none()
         );
         // Editing the daemon's own file: no warning.
         std::fs::write(&daemon, "").unwrap();
-        assert!(untrusted_user_warning(&daemon, &daemon, None, &alice).is_none());
+        assert!(untrusted_user_warning(&daemon, &daemon, &[], &alice).is_none());
+        // trusted-users set in an included file counts, as the daemon reads it.
+        std::fs::write(&daemon, "include trusted.conf\n").unwrap();
+        std::fs::write(dir.path().join("trusted.conf"), "trusted-users = alice\n").unwrap();
+        let (entries, notes) = read_conf_file(&daemon);
+        assert!(notes.is_empty(), "{notes:?}");
+        assert!(untrusted_user_warning(&user_conf, &daemon, &entries, &alice).is_none());
     }
 
     #[test]

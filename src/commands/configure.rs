@@ -110,13 +110,11 @@ pub fn configure_nix_conf(path: &Path, settings: &CacheSettings, dry_run: bool) 
         |t| t.to_string(),
     )?;
     let daemon_conf = nix_conf::daemon_conf_path();
-    let daemon_text = std::fs::read_to_string(&daemon_conf).ok();
-    if let Some(w) = nix_conf::untrusted_user_warning(
-        path,
-        &daemon_conf,
-        daemon_text.as_deref(),
-        &UserInfo::current(),
-    ) {
+    // Read as the daemon (and `doctor`) reads it: includes followed.
+    let (daemon_entries, _) = nix_conf::read_conf_file(&daemon_conf);
+    if let Some(w) =
+        nix_conf::untrusted_user_warning(path, &daemon_conf, &daemon_entries, &UserInfo::current())
+    {
         eprintln!("{w}");
     }
     Ok(change)
