@@ -95,13 +95,18 @@ impl Credentials {
 /// reads it back unchanged, else in single quotes (surrounding whitespace,
 /// or quotes at both ends, would otherwise be stripped).
 fn env_value(v: &str) -> std::borrow::Cow<'_, str> {
-    let quoted_at_ends = v.len() >= 2
-        && ((v.starts_with('"') && v.ends_with('"')) || (v.starts_with('\'') && v.ends_with('\'')));
-    if v.trim() == v && !quoted_at_ends {
+    if v.trim() == v && unquote(v).is_none() {
         v.into()
     } else {
         format!("'{v}'").into()
     }
+}
+
+/// The inside of a value in matching single or double quotes.
+fn unquote(v: &str) -> Option<&str> {
+    ['"', '\'']
+        .into_iter()
+        .find_map(|q| v.strip_prefix(q)?.strip_suffix(q))
 }
 
 /// Parses `KEY=value` lines: `#` comments, blank lines, an optional `export `
@@ -118,14 +123,7 @@ pub fn parse_env_lines(text: &str) -> std::result::Result<Vec<(String, String)>,
             return Err(format!("line {}: expected KEY=value", n + 1));
         };
         let v = v.trim();
-        let v = if v.len() >= 2
-            && ((v.starts_with('"') && v.ends_with('"'))
-                || (v.starts_with('\'') && v.ends_with('\'')))
-        {
-            &v[1..v.len() - 1]
-        } else {
-            v
-        };
+        let v = unquote(v).unwrap_or(v);
         out.push((k.trim().to_string(), v.to_string()));
     }
     Ok(out)
@@ -164,6 +162,14 @@ mod tests {
         assert_eq!(c, Credentials::new("u", "p"));
         assert!(Credentials::parse_env("AWS_ACCESS_KEY_ID=a\n").is_err());
         assert!(Credentials::parse_env("garbage\n").is_err());
+    }
+
+    #[test]
+    fn awkward_values_read_back_unchanged() {
+        for v in ["plain", " lead", "trail ", "'sq'", "\"dq\"", "'", "a'b\"c"] {
+            let c = Credentials::new("id", v);
+            assert_eq!(Credentials::parse_env(&c.to_env()).unwrap(), c, "{v:?}");
+        }
     }
 
     #[test]
