@@ -202,6 +202,20 @@ fn dry_run_shows_a_diff_and_writes_nothing() {
     assert!(!out.contains("---") && !out.contains("+++"), "{out}");
     assert_eq!(out.matches("unchanged").count(), 2, "{out}");
 
+    // A credentials file others can read: only its mode would change, and
+    // the dry run leaves even that alone.
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = ok(configure(&dry));
+    assert!(
+        out.contains(&format!("mode of {} would become 0600", creds.display())),
+        "{out}"
+    );
+    assert!(out.contains("[nbc]: would be updated"), "{out}");
+    assert!(!out.contains("---") && !out.contains("+++"), "{out}");
+    assert_eq!(mode(&creds), 0o644);
+    ok(configure(&argv));
+    assert_eq!(mode(&creds), 0o600);
+
     // A changed secret shows as changed, masked.
     write_writer_env(dir.path(), "writer-id", "An0therSecretValue");
     let o = configure(&dry);

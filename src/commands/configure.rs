@@ -96,14 +96,14 @@ pub fn run(a: ConfigureArgs) -> Result<ExitCode> {
 /// the daemon will ignore the file.
 pub fn configure_nix_conf(path: &Path, settings: &CacheSettings, dry_run: bool) -> Result<Change> {
     let target = edit_target(path)?;
-    let (old, mode) = read_existing(&target)?;
+    let (old, current_mode) = read_existing(&target)?;
     let new = nix_conf::merge_block(&old, &nix_conf::render_block(settings))
         .map_err(|m| Error::invalid_file(&target, m))?;
     let change = apply(
         &target,
-        &old,
+        (&old, current_mode),
         &new,
-        mode.unwrap_or(0o644),
+        current_mode.unwrap_or(0o644),
         0o755,
         dry_run,
         &format!("nix.conf {}", path.display()),
@@ -128,14 +128,14 @@ pub fn configure_aws(
     dry_run: bool,
 ) -> Result<Change> {
     let target = edit_target(path)?;
-    let (old, _) = read_existing(&target)?;
+    let (old, current_mode) = read_existing(&target)?;
     let new = aws_config::merge_profile(&old, profile, creds);
     let secret = &creds.secret_access_key;
     let changed =
         aws_config::read_profile(&old, profile).is_none_or(|c| c.secret_access_key != *secret);
     apply(
         &target,
-        &old,
+        (&old, current_mode),
         &new,
         fsutil::SECRET_MODE,
         fsutil::SECRET_DIR_MODE,
@@ -145,12 +145,13 @@ pub fn configure_aws(
     )
 }
 
-/// Writes `new` over `old` at `target` (or, under `--dry-run`, prints the
-/// diff of their `display` forms) and prints one status line for `label`.
+/// Writes `new` with `mode` over `old`, the text and mode [`read_existing`]
+/// found at `target` (or, under `--dry-run`, prints the diff of their
+/// `display` forms) and prints one status line for `label`.
 #[allow(clippy::too_many_arguments)]
 fn apply(
     target: &Path,
-    old: &str,
+    (old, current_mode): (&str, Option<u32>),
     new: &str,
     mode: u32,
     dir_mode: u32,
@@ -158,13 +159,13 @@ fn apply(
     label: &str,
     display: impl Fn(&str) -> String,
 ) -> Result<Change> {
-    let exists = target.exists();
     if dry_run {
-        let mode_differs = exists && current_mode(target)? != mode;
-        let change = match (exists, old == new && !mode_differs) {
-            (_, true) => Change::Unchanged,
-            (false, _) => Change::Created,
-            (true, _) => Change::Updated,
+        // The decision `write_if_changed` makes, from what was read already.
+        let mode_differs = current_mode.is_some_and(|m| m != mode);
+        let change = match current_mode {
+            None => Change::Created,
+            Some(_) if old != new || mode_differs => Change::Updated,
+            Some(_) => Change::Unchanged,
         };
         if old != new {
             let (old_shown, new_shown) = (display(old), display(new));
@@ -220,16 +221,13 @@ pub fn edit_target(path: &Path) -> Result<PathBuf> {
     }
 }
 
-/// The text and mode of an existing file, or empty text when it is missing.
+/// The text and mode of an existing file, or empty text and no mode when it
+/// is missing.
 fn read_existing(path: &Path) -> Result<(String, Option<u32>)> {
+    use std::os::unix::fs::MetadataExt;
     match std::fs::metadata(path) {
-        Ok(_) => Ok((fsutil::read_text(path)?, Some(current_mode(path)?))),
+        Ok(meta) => Ok((fsutil::read_text(path)?, Some(meta.mode() & 0o7777))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((String::new(), None)),
         Err(e) => Err(Error::io("inspect", path, e)),
     }
-}
-
-fn current_mode(path: &Path) -> Result<u32> {
-    use std::os::unix::fs::MetadataExt;
-    Ok(std::fs::metadata(path).io_context("inspect", path)?.mode() & 0o7777)
 }
