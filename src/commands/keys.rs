@@ -95,7 +95,7 @@ pub fn run(c: KeysCommand) -> Result<ExitCode> {
 /// The default public key file, next to the secret one: `NAME.sec` gives
 /// `NAME.pub` (the layout the modules use); any other file name gets `.pub`
 /// appended.
-pub fn default_public_key_file(secret_key_file: &Path) -> PathBuf {
+fn default_public_key_file(secret_key_file: &Path) -> PathBuf {
     if secret_key_file.extension().is_some_and(|e| e == "sec") {
         return secret_key_file.with_extension("pub");
     }
@@ -107,7 +107,7 @@ pub fn default_public_key_file(secret_key_file: &Path) -> PathBuf {
 /// The default file of the key after `old` (a key named `old_name`, file
 /// `old_file`): the old name in the file name replaced by `new_name`, or
 /// `-N` (the new generation) appended.
-pub fn default_new_key_file(old_file: &Path, old_name: &str, new_name: &str) -> PathBuf {
+fn default_new_key_file(old_file: &Path, old_name: &str, new_name: &str) -> PathBuf {
     let file_name = old_file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -126,7 +126,8 @@ pub fn default_new_key_file(old_file: &Path, old_name: &str, new_name: &str) -> 
     old_file.with_file_name(new_file_name)
 }
 
-/// Writes the public key file of `key` next to its secret (`.pub`, 0644).
+/// Writes `public` to `public_file`, by default next to `secret_file`
+/// ([`default_public_key_file`]), mode 0644; prints what changed.
 fn write_public_key_file(
     secret_file: &Path,
     public_file: Option<PathBuf>,
@@ -200,18 +201,17 @@ fn generate(a: GenerateArgs) -> Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn public_key_file_sits_next_to_the_secret() {
-        use super::default_public_key_file as f;
-        use std::path::Path;
+        let f = default_public_key_file;
         assert_eq!(f(Path::new("/k/c-1.sec")), Path::new("/k/c-1.pub"));
         assert_eq!(
             f(Path::new("/k/signing-key")),
             Path::new("/k/signing-key.pub")
         );
     }
-
-    use super::*;
 
     #[test]
     fn new_key_file_follows_the_old_one() {
