@@ -192,6 +192,12 @@ fn each_mistake_names_the_option_and_the_fix() {
             "push.compressionLevel",
             "1 to 19",
         ),
+        (
+            // The example sets compressionLevel = 3; `none` takes no level.
+            &[("compression = \"zstd\"", "compression = \"none\"")],
+            "push.compressionLevel",
+            "leave it unset",
+        ),
         (&[("jobs = 4", "jobs = 0")], "push.jobs", "at least 1"),
         (
             &[("spoolMaxEntries = 10000", "spoolMaxEntries = 0")],
