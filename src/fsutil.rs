@@ -198,7 +198,7 @@ pub fn secret_mode_warning(path: &Path) -> Option<String> {
 
 /// True when `path` lies in the Nix store (world-readable: no secrets there).
 pub fn is_in_nix_store(path: &Path) -> bool {
-    path.starts_with("/nix/store")
+    path.starts_with(crate::pathinfo::DEFAULT_STORE_DIR)
 }
 
 #[cfg(test)]

@@ -339,7 +339,7 @@ pub fn env_file(data: &[u8]) {
 /// `nix path-info --json` output (both shapes), then the closure order a
 /// push uploads in (which must refuse cycles, not loop).
 pub fn path_info(data: &[u8]) {
-    let Ok(infos) = pathinfo::parse_json(&text(data), "/nix/store") else {
+    let Ok(infos) = pathinfo::parse_json(&text(data), pathinfo::DEFAULT_STORE_DIR) else {
         return;
     };
     for i in &infos.valid {
@@ -410,10 +410,10 @@ pub fn spool_entry(data: &[u8]) {
             "the written entry reads differently\n{}",
             text(&written)
         );
-        if entry.check_paths("/nix/store").is_ok() {
+        if entry.check_paths(pathinfo::DEFAULT_STORE_DIR).is_ok() {
             for path in &entry.paths {
                 assert_eq!(
-                    pathinfo::resolve_store_path(path, "/nix/store")
+                    pathinfo::resolve_store_path(path, pathinfo::DEFAULT_STORE_DIR)
                         .ok()
                         .as_ref(),
                     Some(path),

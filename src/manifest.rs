@@ -171,7 +171,7 @@ fn default_true() -> bool {
     true
 }
 fn default_store_dir() -> String {
-    "/nix/store".into()
+    crate::pathinfo::DEFAULT_STORE_DIR.into()
 }
 fn default_priority() -> u32 {
     41
