@@ -96,7 +96,7 @@ pub struct ProvisionArgs {
     want_mass_query: bool,
 
     /// `StoreDir` in nix-cache-info.
-    #[arg(long, value_name = "DIR", default_value = "/nix/store")]
+    #[arg(long, value_name = "DIR", default_value = crate::pathinfo::DEFAULT_STORE_DIR)]
     store_dir: String,
 
     /// Abort incomplete multipart uploads after N days (0: leave the
