@@ -28,7 +28,6 @@ let
     mkMerge
     mkOption
     mkEnableOption
-    mkDefault
     types
     optional
     escapeShellArg
@@ -44,21 +43,12 @@ let
   publicKeyFile = manifestLib.publicKeyFile signingKeyFile;
   nixConf = "${config.xdg.configHome}/nix/nix.conf";
 
-  manifest =
-    manifestLib.file
-      {
-        inherit pkgs;
-        inherit (cfg) package;
-      }
-      (
-        manifestLib.settings {
-          cache = manifestLib.cacheSection cfg;
-          trust = if cfg.trust.enable then manifestLib.trustSection cfg.trust else null;
-          push = if cfg.push.enable then manifestLib.pushSection cfg.push else null;
-        }
-      );
+  manifest = manifestLib.file {
+    inherit pkgs;
+    inherit (cfg) package;
+  } (manifestLib.configSettings cfg { });
 
-  trustedKeys = cfg.trust.publicKeys ++ cfg.trust.retiredPublicKeys;
+  trustedKeys = manifestLib.trustedKeys cfg.trust;
   useNixSettings = config.nix.package != null;
 
   untrustedNote = ''
@@ -78,14 +68,7 @@ in
   options.services.nixBinaryCache = manifestLib.cacheOptions // {
     enable = mkEnableOption "a Nix binary cache on S3-compatible storage for this user (nix-binary-cache)";
 
-    package = lib.mkPackageOption (
-      pkgs
-      // {
-        # From this flake's overlay if applied, otherwise built from this
-        # flake's nix/package.nix with home-manager's nixpkgs.
-        nix-binary-cache = pkgs.nix-binary-cache or (pkgs.callPackage ./package.nix { });
-      }
-    ) "nix-binary-cache" { };
+    package = manifestLib.packageOption pkgs;
 
     manifestFile = mkOption {
       type = types.package;
@@ -158,15 +141,7 @@ in
         '';
       }
 
-      (mkIf useNixSettings {
-        nix.settings = {
-          substituters = [ (manifestLib.substituterUrl cfg) ];
-          trusted-public-keys = trustedKeys;
-          connect-timeout = mkDefault cfg.trust.connectTimeout;
-          fallback = mkDefault cfg.trust.fallback;
-          narinfo-cache-negative-ttl = mkDefault cfg.trust.narinfoCacheNegativeTtl;
-        };
-      })
+      (mkIf useNixSettings { nix.settings = manifestLib.trustNixSettings cfg; })
 
       # Without nix.package home-manager does not own nix.conf: edit the
       # managed block in place. `run` prints instead of running under
@@ -184,14 +159,7 @@ in
 
     (mkIf cfg.push.enable {
       assertions = [
-        {
-          assertion = cfg.push.keyName != null;
-          message = ''
-            services.nixBinaryCache.push.enable needs a signing key name: set
-            services.nixBinaryCache.push.keyName, e.g. "s3.example.org-1" (the
-            trailing number counts rotations).
-          '';
-        }
+        (manifestLib.keyNameAssertion cfg)
         {
           assertion = cfg.push.writerCredentialsFile != null;
           message = ''

@@ -388,6 +388,66 @@ rec {
     writerCredentialsFile = pathString push.writerCredentialsFile;
   };
 
+  # The keys a client accepts signatures of: current and retired.
+  trustedKeys = trust: trust.publicKeys ++ trust.retiredPublicKeys;
+
+  # The trust role as `nix.settings` (NixOS, and home-manager when it owns
+  # nix.conf): the lists merge with other definitions, the rest are
+  # defaults that a value set elsewhere wins over.
+  trustNixSettings = cfg: {
+    substituters = [ (substituterUrl cfg) ];
+    trusted-public-keys = trustedKeys cfg.trust;
+    connect-timeout = lib.mkDefault cfg.trust.connectTimeout;
+    fallback = lib.mkDefault cfg.trust.fallback;
+    narinfo-cache-negative-ttl = lib.mkDefault cfg.trust.narinfoCacheNegativeTtl;
+  };
+
+  # The `package` option of both modules.
+  packageOption =
+    pkgs:
+    lib.mkPackageOption (
+      pkgs
+      // {
+        # From this flake's overlay if applied, otherwise built from this
+        # flake's nix/package.nix with the configuration's own nixpkgs.
+        nix-binary-cache = pkgs.nix-binary-cache or (pkgs.callPackage ./package.nix { });
+      }
+    ) "nix-binary-cache" {
+      extraDescription = ''
+        Without this flake's overlay it is built from this flake's
+        {file}`nix/package.nix` with the configuration's nixpkgs, which needs
+        the Rust version named in {file}`Cargo.toml` (nixpkgs 26.05 has it).
+      '';
+    };
+
+  # Assertion: the push role needs a key name.
+  keyNameAssertion = cfg: {
+    assertion = cfg.push.keyName != null;
+    message = ''
+      services.nixBinaryCache.push.enable needs a signing key name: set
+      services.nixBinaryCache.push.keyName, e.g. "s3.example.org-1" (the
+      trailing number counts rotations). The key is generated at the next
+      activation and its public key printed.
+    '';
+  };
+
+  # The manifest of a module's configuration `cfg`, with the roles it
+  # enables. `provision` is the provision section (NixOS only: a user holds
+  # no such role); `push` replaces fields of the push section (the paths a
+  # unit reads its credentials from).
+  configSettings =
+    cfg:
+    {
+      provision ? null,
+      push ? { },
+    }:
+    settings {
+      cache = cacheSection cfg;
+      inherit provision;
+      trust = if cfg.trust.enable then trustSection cfg.trust else null;
+      push = if cfg.push.enable then pushSection cfg.push // push else null;
+    };
+
   # The manifest as an attribute set: null values and absent roles dropped.
   settings =
     {

@@ -27,7 +27,6 @@ let
     mkMerge
     mkOption
     mkEnableOption
-    mkDefault
     types
     literalExpression
     optional
@@ -92,11 +91,9 @@ let
       },
       push ? { },
     }:
-    manifestLib.settings {
-      cache = manifestLib.cacheSection cfg;
+    manifestLib.configSettings cfg {
       provision = if cfg.provision.enable then provisionSection provision else null;
-      trust = if cfg.trust.enable then manifestLib.trustSection cfg.trust else null;
-      push = if cfg.push.enable then manifestLib.pushSection cfg.push // push else null;
+      inherit push;
     };
 
   mkManifest =
@@ -204,28 +201,13 @@ let
     under /var/lib'';
   insecureAssertion = manifestLib.insecureAssertion cfg;
 
-  keyNames = map (k: builtins.head (lib.splitString ":" k)) (
-    cfg.trust.publicKeys ++ cfg.trust.retiredPublicKeys
-  );
+  keyNames = map (k: builtins.head (lib.splitString ":" k)) (manifestLib.trustedKeys cfg.trust);
 in
 {
   options.services.nixBinaryCache = manifestLib.cacheOptions // {
     enable = mkEnableOption "a Nix binary cache on S3-compatible storage (nix-binary-cache)";
 
-    package = lib.mkPackageOption (
-      pkgs
-      // {
-        # From this flake's overlay if applied, otherwise built from this
-        # flake's nix/package.nix with the system's own nixpkgs.
-        nix-binary-cache = pkgs.nix-binary-cache or (pkgs.callPackage ./package.nix { });
-      }
-    ) "nix-binary-cache" {
-      extraDescription = ''
-        Without this flake's overlay it is built from this flake's
-        {file}`nix/package.nix` with the system's nixpkgs, which needs the
-        Rust version named in {file}`Cargo.toml` (nixpkgs 26.05 has it).
-      '';
-    };
+    package = manifestLib.packageOption pkgs;
 
     manifestFile = mkOption {
       type = types.package;
@@ -518,26 +500,12 @@ in
           ${publicKeyFile signingKeyFile}) to trust.publicKeys on every machine.
         '';
 
-      nix.settings = {
-        substituters = [ (manifestLib.substituterUrl cfg) ];
-        trusted-public-keys = cfg.trust.publicKeys ++ cfg.trust.retiredPublicKeys;
-        connect-timeout = mkDefault cfg.trust.connectTimeout;
-        fallback = mkDefault cfg.trust.fallback;
-        narinfo-cache-negative-ttl = mkDefault cfg.trust.narinfoCacheNegativeTtl;
-      };
+      nix.settings = manifestLib.trustNixSettings cfg;
     })
 
     (mkIf cfg.push.enable {
       assertions = [
-        {
-          assertion = cfg.push.keyName != null;
-          message = ''
-            services.nixBinaryCache.push.enable needs a signing key name: set
-            services.nixBinaryCache.push.keyName, e.g. "s3.example.org-1" (the
-            trailing number counts rotations). The key is generated at the next
-            activation and its public key printed.
-          '';
-        }
+        (manifestLib.keyNameAssertion cfg)
         {
           assertion = cfg.push.writerCredentialsFile != null;
           message = ''

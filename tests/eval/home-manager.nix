@@ -78,6 +78,7 @@ let
     )
     (h.eq "nix.settings: trusted-public-keys" managed.nix.settings.trusted-public-keys [ key1 key0 ])
     (h.eq "nix.settings: connect-timeout" managed.nix.settings.connect-timeout 5)
+    (h.eq "nix.settings: fallback" managed.nix.settings.fallback true)
     (h.eq "nix.settings: narinfo-cache-negative-ttl" managed.nix.settings.narinfo-cache-negative-ttl 300)
     (h.that "nix.settings: no post-build-hook (root-only)" (!managed.nix.settings ? post-build-hook))
 
