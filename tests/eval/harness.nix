@@ -106,7 +106,6 @@ rec {
     in
     if failed == [ ] then [ ] else [ "${name}: unexpected failing assertions ${show failed}" ];
 
-  # The content of a file whose path is the last word of a command line.
-  lastWordFile = cmd: builtins.readFile (lib.last (lib.splitString " " cmd));
+  # A manifest as the stub pkgs write it: JSON (see stub-pkgs.nix).
   jsonFile = path: builtins.fromJSON (builtins.readFile path);
 }

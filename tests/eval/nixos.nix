@@ -23,7 +23,6 @@ let
   svc = config: config.systemd.services;
   cfgOf = config: config.services.nixBinaryCache;
   manifestOf = config: (cfgOf config).manifestFile.drvArgs.src;
-  readManifest = path: h.jsonFile path;
   execManifest = unit: h.jsonFile (lib.last (lib.splitString " " unit.serviceConfig.ExecStart));
 
   base = {
@@ -40,15 +39,11 @@ let
   ];
 
   # --- the README example: everything on one host -------------------------
-  readmeManifest = readManifest (manifestOf readme);
+  readmeManifest = h.jsonFile (manifestOf readme);
   provisionUnit = (svc readme).nix-binary-cache-provision;
   uploadUnit = (svc readme).nix-binary-cache-upload;
   provisionView = execManifest provisionUnit;
-  uploadView = lib.pipe uploadUnit.serviceConfig.ExecStart [
-    (lib.splitString " ")
-    lib.last
-    h.jsonFile
-  ];
+  uploadView = execManifest uploadUnit;
   hook = builtins.readFile readme.nix.settings.post-build-hook;
   activation = readme.system.activationScripts.nixBinaryCacheSigningKey;
 
@@ -152,7 +147,7 @@ let
 
   # --- roles one at a time ---------------------------------------------------
   client = with_ { };
-  clientManifest = readManifest (manifestOf client);
+  clientManifest = h.jsonFile (manifestOf client);
   noTrust = with_ {
     trust.enable = false;
     push = {
@@ -195,7 +190,7 @@ let
 
     (h.noAssertionFails "push only: assertions" noTrust)
     (h.that "push only: no substituters" (!noTrust.nix.settings ? substituters))
-    (h.eq "push only: manifest sections" (lib.attrNames (readManifest (manifestOf noTrust))) [ "cache" "push" "version" ])
+    (h.eq "push only: manifest sections" (lib.attrNames (h.jsonFile (manifestOf noTrust))) [ "cache" "push" "version" ])
     (h.that "push only: no provision unit" (!(svc noTrust) ? nix-binary-cache-provision))
     (h.that "push only: upload unit not ordered after provision" (!lib.elem "nix-binary-cache-provision.service" (svc noTrust).nix-binary-cache-upload.after))
     (h.eq "push only: uploader reads the given writer file" (svc noTrust).nix-binary-cache-upload.serviceConfig.LoadCredential [
