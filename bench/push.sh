@@ -39,16 +39,9 @@ trap 'stop_seaweed' EXIT
 E="$SEAWEED_ENDPOINT"
 ADMIN_ENV="$WORK/seaweed/admin.env"
 
-# A private Nix: no substituters (loopback only), its own caches.
-mkdir -p "$WORK/nixconf"
-cat > "$WORK/nixconf/nix.conf" <<'EOF'
-experimental-features = nix-command
-substituters =
-narinfo-cache-negative-ttl = 0
-sandbox = false
-build-users-group =
-EOF
-export NIX_CONF_DIR="$WORK/nixconf" XDG_CACHE_HOME="$WORK/xdg" NIX_PATH=
+# shellcheck source=../scripts/private-nix.sh
+source scripts/private-nix.sh
+private_nix "$WORK/nix"
 
 now() { date +%s.%N; }
 aws_admin() { (set -a; . "$ADMIN_ENV"; set +a; AWS_DEFAULT_REGION=us-east-1 "$AWS" --endpoint-url "$E" "$@"); }

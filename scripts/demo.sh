@@ -13,21 +13,12 @@ BIN="$PWD/target/debug/nix-binary-cache"
 DEMO="$PWD/demo"
 rm -rf "$DEMO"; mkdir -p "$DEMO"
 . scripts/seaweed.sh
+. scripts/private-nix.sh
 trap stop_seaweed EXIT
 
 say() { printf '\n== %s\n' "$*"; }
 
-# A private Nix configuration: no internet substituter, no negative cache.
-export NIX_CONF_DIR="$DEMO/builder-nix"
-export XDG_CACHE_HOME="$DEMO/xdg-cache"
-mkdir -p "$NIX_CONF_DIR"
-cat > "$NIX_CONF_DIR/nix.conf" <<'CONF'
-experimental-features = nix-command
-substituters =
-narinfo-cache-negative-ttl = 0
-sandbox = false
-build-users-group =
-CONF
+private_nix "$DEMO/builder-nix"
 
 say "starting SeaweedFS on loopback"
 start_seaweed "$DEMO/seaweed"
