@@ -10,7 +10,8 @@
 #      then `aws s3 sync DIR s3://bucket`;
 #   4. a no-op push of 1000 paths the cache already has.
 #
-# Writes bench/results/push.md. BENCH_SIZE_MIB (default 1024) sets the
+# Writes bench/results/push.md, and push.json for bench/run.sh's summary.
+# BENCH_SIZE_MIB (default 1024) sets the
 # closure size, e.g. BENCH_SIZE_MIB=128 for a quick run; BENCH_NOOP_PATHS
 # (default 1000) the number of paths of the no-op push; BENCH_ROUNDS
 # (default 3) the number of rounds of steps 1 to 3, reported as medians.
@@ -24,7 +25,7 @@ LEVEL=3
 WORK="$ROOT/bench/work/push"
 RESULTS="$ROOT/bench/results/push.md"
 
-export NBC_VENV="$(bash scripts/setup.sh)"
+export NBC_VENV="${NBC_VENV:-$(bash scripts/setup.sh)}"
 AWS="$NBC_VENV/bin/aws"
 echo "== building (release)" >&2
 cargo build --release --quiet
@@ -81,10 +82,10 @@ echo "closure: ${#CLOSURE[@]} paths, $FILES files, $NAR_BYTES NAR bytes" >&2
 
 nix key generate-secret --key-name bench-1 > "$WORK/key.sk"
 chmod 600 "$WORK/key.sk"
-push() {
-  "$BIN" push --endpoint "$E" --bucket "$1" --writer-credentials-file "$ADMIN_ENV" \
-    --signing-key-file "$WORK/key.sk" --compression-level "$LEVEL" --quiet "${@:2}"
-}
+# Our push, as an argument list (GNU time runs it, so not a function); the
+# bucket and the compression level follow.
+PUSH=("$BIN" push --endpoint "$E" --writer-credentials-file "$ADMIN_ENV"
+  --signing-key-file "$WORK/key.sk" --quiet)
 
 # `timed NAME CMD...`: runs CMD under GNU time; NAME.time holds wall
 # seconds, user+system CPU seconds (the command and its children) and
@@ -94,11 +95,11 @@ timed() {
   /usr/bin/time -f "%e %U %S %M" -o "$WORK/$name.time" "$@"
 }
 wall() { awk '{print $1}' "$WORK/$1.time"; }
+cpu() { awk '{print $2 + $3}' "$WORK/$1.time"; }
 # CPU seconds (user + system) the S3 server has used so far: the share of
 # the cores a method costs the server, which runs on the same machine.
 TICKS="$(getconf CLK_TCK)"
 server_cpu() { awk -v t="$TICKS" '{printf "%.2f\n", ($14 + $15) / t}' "/proc/$SEAWEED_PID/stat"; }
-cpu() { awk '{print $2 + $3}' "$WORK/$1.time"; }
 
 # The three methods run in rounds, one after the other in each round, so a
 # change in the machine's speed (other work on shared cores) hits them alike;
@@ -113,11 +114,8 @@ for r in $(seq 1 "$ROUNDS"); do
   echo "== round $r of $ROUNDS: 2. nix-binary-cache push" >&2
   make_bucket "bench-push-$r"
   S0="$(server_cpu)"
-  timed "ours-$r" "$BIN" push --endpoint "$E" --bucket "bench-push-$r" \
-    --writer-credentials-file "$ADMIN_ENV" --signing-key-file "$WORK/key.sk" \
-    --compression-level "$LEVEL" --quiet "$TOP" > "$WORK/ours.out"
+  timed "ours-$r" "${PUSH[@]}" --bucket "bench-push-$r" --compression-level "$LEVEL" "$TOP" >&2
   S1="$(server_cpu)"
-  cat "$WORK/ours.out" >&2
 
   echo "== round $r of $ROUNDS: 3. nix copy --to file:// + aws s3 sync" >&2
   make_bucket "bench-sync-$r"
@@ -141,9 +139,7 @@ TWO_BYTES="$(bucket_bytes bench-sync-1 nar/)"
 echo "== 2b. nix-binary-cache push at zstd level 1 (reported: the cheapest level)" >&2
 make_bucket bench-fast
 S4="$(server_cpu)"
-timed fast "$BIN" push --endpoint "$E" --bucket bench-fast \
-  --writer-credentials-file "$ADMIN_ENV" --signing-key-file "$WORK/key.sk" \
-  --compression-level 1 --quiet "$TOP" > /dev/null
+timed fast "${PUSH[@]}" --bucket bench-fast --compression-level 1 "$TOP" > /dev/null
 S5="$(server_cpu)"
 FAST_BYTES="$(bucket_bytes bench-fast nar/)"
 SERVER_FAST_CPU="$(awk "BEGIN {print $S5 - $S4}")"
@@ -154,11 +150,12 @@ for i in $(seq -w 1 "$NOOP_PATHS"); do echo "small path $i" > "$WORK/small/s-$i"
 mapfile -t SMALL < <(nix-store --add "$WORK"/small/*)
 SMALL_TOP="$(closure_of bench-small "${SMALL[@]}")"
 make_bucket bench-noop
-push bench-noop "$SMALL_TOP" > /dev/null
+noop_push() { "${PUSH[@]}" --bucket bench-noop --compression-level "$LEVEL" "$SMALL_TOP"; }
+noop_push > /dev/null
 NOOP_RUNS=()
 for _ in 1 2 3 4 5; do
   t0="$(now)"
-  push bench-noop "$SMALL_TOP" > "$WORK/noop.out"
+  noop_push > "$WORK/noop.out"
   t1="$(now)"
   NOOP_RUNS+=("$(awk "BEGIN {print $t1 - $t0}")")
 done
@@ -180,13 +177,14 @@ e = os.environ
 mib = 1024 * 1024
 nar = int(e["NAR_BYTES"])
 med = statistics.median
+cores = int(e["CORES"])
 def tp(seconds): return nar / mib / float(seconds)
 rounds = [json.loads(line) for line in open(e["ROUNDS_FILE"])]
 for r in rounds:
     r["two_s"] = r["copy_s"] + r["sync_s"]
     r["two_cpu"] = r["copy_cpu"] + r["sync_cpu"]
     r["ratio"] = r["two_s"] / r["ours_s"]
-    r["busy"] = (r["ours_cpu"] + r["server_ours"]) / r["ours_s"] / int(e["CORES"])
+    r["busy"] = (r["ours_cpu"] + r["server_ours"]) / r["ours_s"] / cores
 def m(key): return med(r[key] for r in rounds)
 raw_s, ours_s, two_s = m("raw_s"), m("ours_s"), m("two_s")
 raw_cpu, ours_cpu, two_cpu = m("raw_cpu"), m("ours_cpu"), m("two_cpu")
@@ -229,7 +227,6 @@ out.append(f"- **Push throughput vs the two-step baseline: {ratio:.2f}×** (the 
 out.append(f"- Push throughput as a share of raw dump|zstd (the compression limit): {raw_s / ours_s * 100:.0f} %.")
 # Where the cores went: the S3 server shares them, so a method's wall time
 # is bounded below by (client CPU + server CPU) / cores.
-cores = int(e["CORES"])
 srv_ours, srv_sync = m("server_ours"), m("server_sync")
 stored = int(e["OURS_BYTES"]) / mib
 out.append(f"- **Where the cores went** (medians). During the push the S3 server used {srv_ours:.1f} s of CPU "
@@ -256,14 +253,11 @@ out.append("Notes: the store contents are in the page cache for every method (th
            "(client CPU + server CPU) / cores bounds every method.")
 open(e["RESULTS"], "w").write("\n".join(out) + "\n")
 print("\n".join(out))
-# The same numbers for bench/run.sh (summary table and chart).
+# What bench/report.py puts into the summary table and the chart.
 json.dump({
-    "nar_mib": nar / mib, "paths": int(e["CLOSURE_LEN"]), "level": int(e["LEVEL"]), "rounds": len(rounds),
-    "raw_s": raw_s, "push_s": ours_s, "copy_s": m("copy_s"), "sync_s": m("sync_s"),
+    "nar_mib": nar / mib, "level": int(e["LEVEL"]), "rounds": len(rounds),
     "raw_mib_s": tp(raw_s), "push_mib_s": tp(ours_s), "two_step_mib_s": tp(two_s), "two_step_ratio": ratio,
     "push_rss_mib": rss, "noop_paths": int(e["NOOP_COUNT"]), "noop_median_s": med(noop),
-    "raw_cpu_s": raw_cpu, "push_cpu_s": ours_cpu, "two_step_cpu_s": two_cpu, "load": e["LOAD"],
-    "server_push_cpu_s": srv_ours, "server_sync_cpu_s": srv_sync, "cores_busy": m("busy"),
-    "fast_s": float(e["FAST_S"]), "cores": cores,
+    "push_cpu_s": ours_cpu, "two_step_cpu_s": two_cpu, "load": e["LOAD"], "cores_busy": m("busy"),
 }, open(os.path.splitext(e["RESULTS"])[0] + ".json", "w"), indent=1)
 EOF
