@@ -78,9 +78,9 @@ nbc_ms="$(median_ms "$REPS_NBC" provision)"
 aws_ms="$(median_ms "$REPS_AWS" aws_reads)"
 
 report="$(provision --json)"
-reads="$(python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["requests"]["reads"])' <<<"$report")"
-writes="$(python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["requests"]["writes"])' <<<"$report")"
-unchanged="$(python3 -c 'import json,sys; r=json.load(sys.stdin); print(all(x["status"]=="unchanged" for x in r["resources"]))' <<<"$report")"
+read -r reads writes unchanged < <(python3 -c 'import json,sys
+r = json.load(sys.stdin)
+print(r["requests"]["reads"], r["requests"]["writes"], all(x["status"] == "unchanged" for x in r["resources"]))' <<<"$report")
 ratio="$(awk -v a="$aws_ms" -v n="$nbc_ms" 'BEGIN {printf "%.0f", a/n}')"
 verdict() { if [[ "$1" == 1 ]]; then echo met; else echo "NOT met"; fi; }
 ratio_ok=$(awk -v r="$ratio" 'BEGIN {print (r >= 20) ? 1 : 0}')
