@@ -92,4 +92,6 @@ for p in range(packages):
         written += n
         n_file += 1
     os.makedirs(os.path.join(root, "share/empty"), exist_ok=True)
+    # A small package may have drawn no bin/ file; the link needs the dir.
+    os.makedirs(os.path.join(root, "bin"), exist_ok=True)
     os.symlink("../lib", os.path.join(root, "bin/lib-link"))
